@@ -1,0 +1,128 @@
+"""postgresql.conf as a pure function of layered settings (CloudNativePG's approach).
+
+Layers, later wins: defaults, then version-specific settings, then the stack's overrides, then
+the settings pgstack manages, which always win and which a stack may not override.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+PG_VERSION = 15
+
+DEFAULTS: dict[str, str] = {
+    "port": "5432",
+    "shared_buffers": "128MB",
+    "effective_cache_size": "4GB",
+    "maintenance_work_mem": "256MB",
+    "work_mem": "8MB",
+    "checkpoint_timeout": "15min",
+    "max_wal_size": "4GB",
+    "min_wal_size": "1GB",
+    "random_page_cost": "1.1",
+    "log_line_prefix": "'%m [%p] %q%u@%d '",
+    "log_connections": "on",
+    "log_disconnections": "on",
+    "log_lock_waits": "on",
+    "log_min_duration_statement": "1000",
+    "log_temp_files": "0",
+    "timezone": "'UTC'",
+    "log_timezone": "'UTC'",
+}
+
+VERSION_SETTINGS: dict[int, dict[str, str]] = {
+    15: {"wal_compression": "zstd", "recovery_init_sync_method": "syncfs"},
+}
+
+# Changing these needs a restart; everything else is applied by a reload. The guest script asks
+# PostgreSQL (pg_settings.pending_restart) rather than trusting this list, which only documents.
+RESTART_SETTINGS = frozenset(
+    {
+        "listen_addresses", "port", "max_connections", "shared_buffers", "wal_level", "archive_mode",
+        "max_wal_senders", "max_replication_slots", "hot_standby", "cluster_name", "shared_preload_libraries",
+    }
+)  # fmt: skip
+
+# What pgstack decides and a stack may not override (config refuses such an override).
+MANAGED = frozenset(
+    {
+        "listen_addresses", "port", "password_encryption", "cluster_name", "max_connections", "wal_level",
+        "archive_mode", "archive_command", "archive_timeout", "restore_command", "hot_standby",
+        "max_wal_senders", "max_replication_slots", "max_slot_wal_keep_size", "primary_conninfo",
+        "primary_slot_name", "ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file", "data_directory",
+        "hba_file", "ident_file", "unix_socket_directories", "recovery_target_time", "recovery_target_action",
+        "wal_log_hints", "log_statement",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServerConf:
+    """What the managed layer depends on, for one server."""
+
+    cluster_name: str
+    private_ip: str
+    max_connections: int
+    stanza: str | None = None  # set once pgBackRest archives this server's WAL
+    archive_timeout_seconds: int = 60
+    replica_slots: int = 0
+    max_slot_wal_keep_size: str = "10GB"
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+def managed_settings(conf: ServerConf) -> dict[str, str]:
+    senders = max(10, conf.replica_slots * 2 + 4)
+    settings = {
+        # localhost for local tools; the private IP for the network. PostgreSQL binds the private
+        # IP even before the network is up at boot: the configure script enables
+        # net.ipv4.ip_nonlocal_bind and orders the unit after network-online.target.
+        "listen_addresses": f"'localhost,{conf.private_ip}'",
+        "port": "5432",
+        "password_encryption": "'scram-sha-256'",
+        "cluster_name": f"'{conf.cluster_name}'",
+        "max_connections": str(conf.max_connections),
+        "wal_level": "replica",
+        # Lets pg_rewind bring an old primary back as a replica after a promotion.
+        "wal_log_hints": "on",
+        "hot_standby": "on",
+        "max_wal_senders": str(senders),
+        "max_replication_slots": str(senders),
+        # A dead replica's slot may hold this much WAL, no more: the primary's disk survives it.
+        "max_slot_wal_keep_size": f"'{conf.max_slot_wal_keep_size}'",
+        "log_statement": "'ddl'",
+    }
+    if conf.stanza:
+        settings.update(
+            {
+                "archive_mode": "on",
+                "archive_command": f"'pgbackrest --stanza={conf.stanza} archive-push %p'",
+                "restore_command": f"'pgbackrest --stanza={conf.stanza} archive-get %f \"%p\"'",
+                "archive_timeout": f"{conf.archive_timeout_seconds}s",
+            }
+        )
+    else:
+        settings["archive_mode"] = "off"
+    return settings
+
+
+def layered(conf: ServerConf, version: int = PG_VERSION) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    # Stack overrides are quoted: config limits them to an alphabet without quotes.
+    overrides = {name: f"'{value}'" for name, value in conf.overrides.items()}
+    for layer in (DEFAULTS, VERSION_SETTINGS.get(version, {}), overrides, managed_settings(conf)):
+        merged.update(layer)
+    return merged
+
+
+def render(conf: ServerConf, version: int = PG_VERSION) -> str:
+    lines = [
+        "# Rendered by pgstack: edits are overwritten on the next `pulumi up`.",
+        "# Set overrides with the stack key pgstack:postgresql.",
+    ]
+    lines += [f"{name} = {value}" for name, value in sorted(layered(conf, version).items())]
+    return "\n".join(lines) + "\n"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

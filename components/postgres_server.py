@@ -1,0 +1,107 @@
+"""PostgresServer: one Hetzner server running PostgreSQL 15, configured over SSH.
+
+The server joins the private network with a fixed IP, sits in the spread placement group behind
+the SSH-only firewall, and is protected from accidents: delete and rebuild protection on, and
+inputs that would replace a running database server (SSH keys, image, user data) are ignored
+after creation. In-guest steps run in order: wait, install, cluster, configure; the caller adds
+what depends on the server's role (roles, backups, base backup, restore) after `ready`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_hcloud as hcloud
+
+from . import remote
+from .private_network import PrivateNetwork
+
+# Inputs whose change would make Hetzner rebuild the server and lose its disk: a running
+# database server keeps them as created. Rotating admin keys is done in the guest instead.
+IGNORED_AFTER_CREATE = ["sshKeys", "image", "userData"]
+
+
+@dataclass
+class PostgresServerArgs:
+    private_ip: str
+    location: str
+    server_type: str
+    image: str
+    network: PrivateNetwork
+    ssh_private_key: pulumi.Input[str]
+    pg_conf: str
+    hba_conf: str
+    package_source: str
+    volume_size_gb: int = 0
+    delete_protection: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class PostgresServer(pulumi.ComponentResource):
+    def __init__(self, name: str, args: PostgresServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("pgstack:postgres_server:PostgresServer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {**args.labels, "pgstack-server": name}
+        net = args.network
+
+        self.server = hcloud.Server(
+            name,
+            name=name,
+            server_type=args.server_type,
+            image=args.image,
+            location=args.location,
+            ssh_keys=[net.ssh_key.id],
+            firewall_ids=[net.firewall.id.apply(int)],
+            placement_group_id=net.placement_group.id.apply(int),
+            # Attached at creation, so the private address exists from the first boot.
+            networks=[hcloud.ServerNetworkArgs(network_id=net.network.id.apply(int), ip=args.private_ip)],
+            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
+            delete_protection=args.delete_protection,
+            rebuild_protection=args.delete_protection,
+            labels=labels,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[net.subnet], ignore_changes=IGNORED_AFTER_CREATE),
+        )
+        volume_device: pulumi.Input[str] = ""
+        self.volume = None
+        if args.volume_size_gb:
+            self.volume = hcloud.Volume(
+                f"{name}-data",
+                size=args.volume_size_gb,
+                server_id=self.server.id.apply(int),
+                automount=False,
+                delete_protection=args.delete_protection,
+                labels=labels,
+                opts=child,
+            )
+            volume_device = self.volume.linux_device
+
+        self.private_ip = args.private_ip
+        self.public_ip = self.server.ipv4_address
+        self.ssh = remote.Ssh(host=self.server.ipv4_address, private_key=args.ssh_private_key)
+        pg = {"PG_VERSION": 15}
+        wait = remote.step(f"{name}-wait", self.ssh, "wait", {}, self, [self.server])
+        install = remote.step(
+            f"{name}-install", self.ssh, "install", {**pg, "PACKAGE_SOURCE": args.package_source}, self, [wait]
+        )
+        # Resolved at render time for the command text: the device path is known once the
+        # volume exists, and stays fixed.
+        cluster_params = pulumi.Output.from_input(volume_device).apply(lambda dev: {**pg, "VOLUME_DEVICE": dev or ""})
+        cluster = remote.step(
+            f"{name}-cluster",
+            self.ssh,
+            "cluster",
+            cluster_params,
+            self,
+            [install, *([self.volume] if self.volume else [])],
+        )
+        self.configure = remote.step(
+            f"{name}-configure",
+            self.ssh,
+            "configure",
+            {**pg, "PG_CONF": args.pg_conf, "HBA_CONF": args.hba_conf},
+            self,
+            [cluster],
+        )
+        self.ready: pulumi.Resource = self.configure
+        self.register_outputs({"public_ip": self.public_ip, "private_ip": self.private_ip})

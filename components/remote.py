@@ -1,0 +1,62 @@
+"""Remote steps: one pulumi-command remote.Command per in-guest script."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+
+from . import scripts
+
+
+@dataclass
+class Ssh:
+    """How the program reaches a server: its public address and the stack's admin key."""
+
+    host: pulumi.Input[str]
+    private_key: pulumi.Input[str]
+
+    def connection(self) -> command.remote.ConnectionArgs:
+        return command.remote.ConnectionArgs(
+            host=self.host,
+            user="root",
+            private_key=pulumi.Output.secret(self.private_key),
+            dial_error_limit=30,
+        )
+
+
+def step(
+    name: str,
+    ssh: Ssh,
+    script: str,
+    params: pulumi.Input[dict[str, str | int]],
+    parent: pulumi.Resource,
+    depends_on: list[pulumi.Resource],
+    stdin: pulumi.Input[str] | None = None,
+    create_only: bool = False,
+) -> command.remote.Command:
+    """Run `script` on the server. It runs again whenever its text or stdin changes.
+
+    create_only: for steps that must run once in a server's life (a restore, a base backup):
+    later edits of their inputs are ignored, so a config change can never re-run them over
+    live data. The scripts guard against that too.
+    """
+    text = pulumi.Output.from_input(params).apply(lambda p: scripts.command(script, p))
+    triggers: list[pulumi.Input[str]] = [text.apply(scripts.digest)]
+    if stdin is not None:
+        # A digest of the secret input, itself kept secret: the step re-runs when it changes.
+        triggers.append(pulumi.Output.secret(stdin).apply(lambda s: scripts.digest(s)))
+    return command.remote.Command(
+        name,
+        connection=ssh.connection(),
+        create=text,
+        stdin=pulumi.Output.secret(stdin) if stdin is not None else None,
+        triggers=triggers,
+        add_previous_output_in_env=False,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=depends_on,
+            ignore_changes=["create", "triggers", "stdin"] if create_only else None,
+        ),
+    )

@@ -1,0 +1,129 @@
+"""The role model as one idempotent SQL script, the same for a Hetzner server and for RDS.
+
+No SUPERUSER assumption: on RDS the master user is only rds_superuser with CREATEROLE, so the
+script makes itself a member of the roles it must act for. Identifiers come from validated
+config (`^[a-z_][a-z0-9_]{0,62}$`) and are safe to write unquoted. Passwords arrive as SCRAM
+verifiers: the plain text never reaches the server, its logs or its process list, and a
+deterministic salt keeps a second run from changing anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+SCRAM_ITERATIONS = 4096
+
+
+def scram_verifier(role: str, password: str) -> str:
+    """A PostgreSQL SCRAM-SHA-256 verifier, with a salt derived from the password and role.
+
+    A derived salt is as unguessable as the (random, 32+ character) password, and stable, so
+    re-running the setup leaves pg_authid untouched.
+    """
+    salt = hmac.new(password.encode(), f"pgstack-scram-salt:{role}".encode(), hashlib.sha256).digest()[:16]
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+@dataclass(frozen=True)
+class Login:
+    name: str
+    connection_limit: int
+    verifier: str
+    groups: tuple[str, ...]
+    # Sessions start as this role (the owner), so every object they create belongs to it.
+    act_as: str | None = None
+    log_all_statements: bool = False
+
+
+@dataclass(frozen=True)
+class RoleModel:
+    database: str
+    owner: str
+    logins: tuple[Login, ...]
+    replicator: Login | None = None
+
+
+def _create_role(name: str, attributes: str) -> str:
+    return (
+        f"SELECT 'CREATE ROLE {name}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec\n"
+        f"ALTER ROLE {name} WITH {attributes};\n"
+    )
+
+
+def render(model: RoleModel) -> str:
+    """psql script (meta-commands included), to be fed on stdin to `psql -d postgres`."""
+    owner, db = model.owner, model.database
+    out = [
+        "\\set ON_ERROR_STOP on",
+        "SET client_min_messages = warning;",
+        "-- group roles: nobody logs in as these",
+    ]
+    out.append(_create_role(owner, "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"))
+    out.append(_create_role("readonly", "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"))
+    out.append(_create_role("write", "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"))
+    out.append("GRANT readonly TO write;")
+    # Without superuser (RDS), acting for the owner needs membership.
+    out.append(
+        "SELECT format('GRANT %I TO %I', r, current_user) FROM unnest(ARRAY['" + owner + "','readonly','write']) AS r\n"
+        " WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)\n"
+        "   AND NOT pg_has_role(current_user, r, 'MEMBER')\\gexec"
+    )
+    out.append("-- login roles: memberships only, never direct grants, so a rotation re-grants nothing")
+    logins = list(model.logins) + ([model.replicator] if model.replicator else [])
+    for login in logins:
+        attrs = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT"
+        attrs += " REPLICATION" if login is model.replicator else " NOREPLICATION"
+        out.append(
+            _create_role(login.name, f"{attrs} CONNECTION LIMIT {login.connection_limit} PASSWORD '{login.verifier}'")
+        )
+        wanted = set(login.groups)
+        for group in sorted(wanted):
+            out.append(f"GRANT {group} TO {login.name};")
+        # Memberships the config no longer gives are taken away (e.g. the migrations switch off).
+        keep = ", ".join(f"'{g}'" for g in sorted(wanted)) or "''"
+        out.append(
+            f"SELECT format('REVOKE %I FROM %I', g.rolname, u.rolname) FROM pg_auth_members m\n"
+            f" JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member\n"
+            f" WHERE u.rolname = '{login.name}' AND g.rolname <> ALL (ARRAY[{keep}]::name[])\\gexec"
+        )
+        if login.act_as:
+            out.append(f"ALTER ROLE {login.name} SET role = {login.act_as};")
+        else:
+            out.append(f"ALTER ROLE {login.name} RESET role;")
+        if login.log_all_statements:
+            out.append(f"ALTER ROLE {login.name} SET log_statement = 'all';")
+    default_privileges = f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT"
+    out += [
+        "-- the database, owned by the owner role; nobody else may connect by default",
+        f"SELECT 'CREATE DATABASE {db} OWNER {owner}'"
+        f" WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}')\\gexec",
+        f"ALTER DATABASE {db} OWNER TO {owner};",
+        f"REVOKE ALL ON DATABASE {db} FROM PUBLIC;",
+        f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO readonly;",
+        "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;",
+        f"\\connect {db}",
+        "SET client_min_messages = warning;",
+        f"ALTER SCHEMA public OWNER TO {owner};",
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC;",
+        "GRANT USAGE ON SCHEMA public TO readonly;",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO readonly;",
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO readonly;",
+        "GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO write;",
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO write;",
+        f"{default_privileges} SELECT ON TABLES TO readonly;",
+        f"{default_privileges} USAGE, SELECT ON SEQUENCES TO readonly;",
+        f"{default_privileges} INSERT, UPDATE, DELETE ON TABLES TO write;",
+        f"{default_privileges} USAGE, SELECT, UPDATE ON SEQUENCES TO write;",
+        f"{default_privileges} EXECUTE ON FUNCTIONS TO readonly;",
+    ]
+    return "\n".join(line for line in out if line) + "\n"

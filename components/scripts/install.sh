@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install PostgreSQL from the PostgreSQL apt repository (seed 000), or from the distribution
+# when PACKAGE_SOURCE=distro (the local rehearsal, which has no internet).
+# Data checksums are set at initdb: createcluster.conf is configured before the server package
+# creates its default cluster.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+: "${PACKAGE_SOURCE:?}" "${PG_VERSION:?}"
+
+packages=("postgresql-${PG_VERSION}" "postgresql-client-${PG_VERSION}" libpq-dev pgbackrest)
+
+missing() {
+  local pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
+  done
+}
+
+apt_install() {
+  apt-get install -y -q -o Dpkg::Options::=--force-confold --no-install-recommends "$@" >/dev/null
+}
+
+if [[ -n $(missing postgresql-common) ]]; then
+  apt-get update -q >/dev/null
+  apt_install postgresql-common
+fi
+
+conf=/etc/postgresql-common/createcluster.conf
+if ! grep -q "^initdb_options = '--data-checksums'" "$conf"; then
+  sed -i '/^initdb_options/d' "$conf"
+  echo "initdb_options = '--data-checksums'" >>"$conf"
+  log "createcluster.conf: new clusters get data checksums"
+fi
+
+if [[ $PACKAGE_SOURCE == pgdg ]]; then
+  if [[ ! -f /etc/apt/sources.list.d/pgdg.list && ! -f /etc/apt/sources.list.d/pgdg.sources ]]; then
+    /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y >/dev/null
+    log "added the PostgreSQL apt repository"
+  fi
+elif [[ $PACKAGE_SOURCE != distro ]]; then
+  die "PACKAGE_SOURCE must be pgdg or distro, not ${PACKAGE_SOURCE}"
+fi
+
+mapfile -t todo < <(missing "${packages[@]}")
+if ((${#todo[@]})); then
+  apt-get update -q >/dev/null
+  apt_install "${todo[@]}"
+  log "installed ${todo[*]}"
+else
+  log "packages already installed"
+fi
+log "$("${PG_BIN}/postgres" --version); $(pgbackrest version)"

@@ -1,0 +1,134 @@
+"""build(settings): the whole program, from one validated Settings object to resources."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pulumi
+
+from config import Settings
+
+from . import pgconf, roles_sql
+from .credentials import REPLICATOR, Credentials
+from .private_network import PrivateNetwork, PrivateNetworkArgs
+from .replica_pair import Access, ReplicaPair, ReplicaPairArgs
+
+
+def build(settings: Settings) -> None:
+    if settings.target == "hetzner":
+        build_hetzner(settings)
+    else:
+        raise pulumi.RunError("pgstack:target: aws is not built yet; use hetzner")
+
+
+def login_versions(settings: Settings) -> dict[str, int]:
+    versions = {r.name: r.password_version for r in settings.roles.logins()}
+    versions[REPLICATOR] = 1
+    return versions
+
+
+def role_model(settings: Settings, creds: Credentials) -> pulumi.Output[str]:
+    """The role SQL with every login's verifier filled in (a secret Output)."""
+    roles = settings.roles
+    owner = roles.owner
+    specs = [
+        (roles.app.name, roles.app.connection_limit, ("write", owner) if roles.app.runs_migrations else ("write",),
+         owner if roles.app.runs_migrations else None, False),
+        (roles.migrator.name, roles.migrator.connection_limit, (owner,), owner, False),
+        (roles.reporting.name, roles.reporting.connection_limit, ("readonly",), None, False),
+        *[(h.name, h.connection_limit, (h.access,), None, True) for h in roles.humans],
+    ]  # fmt: skip
+    # pg_basebackup -X stream opens two connections per replica; one more for a catch-up.
+    replicas = max((len(c.replica_ips) for c in settings.clusters.values()), default=0)
+    names = [s[0] for s in specs] + [REPLICATOR]
+    verifiers = [creds[n].verifier for n in names]
+
+    def render(values: list[str]) -> str:
+        by_name = dict(zip(names, values, strict=True))
+        logins = tuple(
+            roles_sql.Login(name, limit, by_name[name], groups, act_as, log_all)
+            for name, limit, groups, act_as, log_all in specs
+        )
+        replicator = roles_sql.Login(REPLICATOR, 2 * max(replicas, 1) + 1, by_name[REPLICATOR], ())
+        return roles_sql.render(roles_sql.RoleModel(settings.database.name, owner, logins, replicator))
+
+    return pulumi.Output.secret(pulumi.Output.all(*verifiers).apply(render))
+
+
+def build_hetzner(settings: Settings) -> None:
+    hz = settings.hetzner
+    assert hz is not None  # config.rules guarantees it for target hetzner
+    labels = {"pgstack-stack": settings.stack, **hz.labels}
+    network = PrivateNetwork(
+        f"{settings.stack}-net",
+        PrivateNetworkArgs(
+            network_cidr=hz.network_cidr,
+            subnet_cidr=hz.subnet_cidr,
+            network_zone=hz.zone,
+            admin_cidrs=list(settings.admin_cidrs),
+            ssh_public_key=settings.ssh_public_key or "",
+            labels=labels,
+        ),
+    )
+    creds = Credentials(f"{settings.stack}-role", login_versions(settings))
+    role_sql = role_model(settings, creds)
+    roles = settings.roles
+    access = Access(
+        database=settings.database.name,
+        rules=[
+            (roles.app.name, settings.role_cidrs(roles.app)),
+            (roles.migrator.name, settings.role_cidrs(roles.migrator)),
+            (roles.reporting.name, settings.role_cidrs(roles.reporting)),
+            *[(h.name, settings.human_cidrs) for h in roles.humans],
+        ],
+    )
+    ssh_key = pulumi.Output.secret(settings.ssh_private_key or "")
+    clusters: dict[str, ReplicaPair] = {}
+    for gen, cluster in settings.clusters.items():
+        clusters[gen] = ReplicaPair(
+            f"{settings.stack}-{gen}",
+            ReplicaPairArgs(
+                primary_ip=cluster.primary_ip,
+                replica_ips=list(cluster.replica_ips),
+                server={
+                    "location": hz.location,
+                    "server_type": hz.server_type,
+                    "image": hz.image,
+                    "volume_size_gb": hz.volume_size_gb,
+                    "package_source": settings.sandbox.package_source,
+                    "delete_protection": cluster.delete_protection,
+                    "labels": {**labels, "pgstack-cluster": gen},
+                },
+                network=network,
+                ssh_private_key=ssh_key,
+                access=access,
+                role_model=None,
+                credentials=creds,
+                conf=pgconf.ServerConf(
+                    cluster_name="",
+                    private_ip="",
+                    max_connections=settings.max_connections,
+                    replica_slots=len(cluster.replica_ips),
+                    max_slot_wal_keep_size=settings.replication.max_slot_wal_keep_size,
+                    overrides=dict(settings.postgresql),
+                ),
+                role_sql=role_sql,
+            ),
+        )
+    active = clusters[settings.active]
+    app = creds[roles.app.name]
+    pulumi.export("active_cluster", settings.active)
+    pulumi.export("primary_public_ip", active.primary.public_ip)
+    pulumi.export("primary_private_ip", active.primary.private_ip)
+    pulumi.export("replica_private_ips", [r.private_ip for r in active.replicas])
+    pulumi.export(
+        "database_url",
+        pulumi.Output.secret(
+            app.password.apply(
+                lambda pw: (
+                    f"postgres://{roles.app.name}:{urllib.parse.quote(pw, safe='')}@"
+                    f"{active.primary.private_ip}:5432/{settings.database.name}"
+                )
+            )
+        ),
+    )

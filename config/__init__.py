@@ -1,0 +1,172 @@
+"""The only reader of Pulumi config: builds one validated Settings object.
+
+`load_settings()` is what `__main__.py` calls. `settings_from_mapping()` is the pure core the
+tests and the sandbox use with a plain dict of `pgstack:*` values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pydantic import ValidationError
+
+from . import model, rules
+from .errors import ConfigError
+from .model import Settings
+
+__all__ = ["KEYS", "ConfigError", "Settings", "load_settings", "settings_from_mapping"]
+
+NAMESPACE = "pgstack"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One stack config key, as Pulumi.yaml documents it."""
+
+    kind: str  # string | integer | boolean | array | object
+    secret: bool = False
+    sandbox_only: bool = False
+
+
+# The declarative key table (pgBackRest-style): what may appear in a stack file. A test checks
+# that Pulumi.yaml documents exactly these keys with these types.
+KEYS: dict[str, Key] = {
+    "target": Key("string"),
+    "clusters": Key("object"),
+    "active": Key("string"),
+    "database": Key("object"),
+    "roles": Key("object"),
+    "hetzner": Key("object"),
+    "adminCidrs": Key("array"),
+    "allowSshFromAnywhere": Key("boolean"),
+    "sshPublicKey": Key("string"),
+    "sshPrivateKey": Key("string", secret=True),
+    "postgresql": Key("object"),
+    "backup": Key("object"),
+    "s3AccessKey": Key("string", secret=True),
+    "s3SecretKey": Key("string", secret=True),
+    "replication": Key("object"),
+    "dns": Key("object"),
+    "sandbox": Key("object", sandbox_only=True),
+}
+
+# Hints for the pydantic patterns, so an error says how to fix the value, not just the regex.
+_PATTERN_HINTS = {
+    model.IDENTIFIER_PATTERN: "use a PostgreSQL identifier: lowercase letters, digits and _, "
+    "starting with a letter or _, at most 63 characters",
+    model.GENERATION_PATTERN: "name generations with a lowercase letter and digits, e.g. g1, g2",
+    model.SIZE_PATTERN: "write a size such as 10GB or 4GiB",
+    model.CALENDAR_PATTERN: "write a systemd OnCalendar expression such as 'Sun *-*-* 02:00:00'",
+    model.GUC_VALUE_PATTERN: "use letters, digits, spaces and _ . , : / % + - only",
+    model.GUC_NAME_PATTERN: "use a PostgreSQL setting name such as work_mem",
+}
+
+
+def load_settings(now: dt.datetime | None = None, allow_sandbox: bool = False) -> Settings:
+    """Read every `pgstack:*` key of the running stack and validate them as one object."""
+    raw = {k: v for k, v in _all_config().items() if k.startswith(f"{NAMESPACE}:")}
+    return settings_from_mapping(
+        raw,
+        project=pulumi.get_project(),
+        stack=pulumi.get_stack(),
+        now=now,
+        allow_sandbox=allow_sandbox or _sandbox_enabled(),
+    )
+
+
+def _all_config() -> dict[str, Any]:
+    from pulumi.runtime import config as runtime_config
+
+    merged = dict(runtime_config.get_config_env())
+    merged.update(runtime_config.CONFIG.get())
+    return merged
+
+
+_SANDBOX = {"enabled": False}
+
+
+def enable_sandbox_keys() -> None:
+    """Called by the sandbox harness only, in its own process: a stack file cannot set this."""
+    _SANDBOX["enabled"] = True
+
+
+def _sandbox_enabled() -> bool:
+    return _SANDBOX["enabled"]
+
+
+def settings_from_mapping(
+    raw: dict[str, Any],
+    project: str,
+    stack: str,
+    now: dt.datetime | None = None,
+    allow_sandbox: bool = False,
+) -> Settings:
+    values: dict[str, Any] = {}
+    for full_key, value in raw.items():
+        ns, _, key = full_key.partition(":")
+        if ns != NAMESPACE:
+            continue
+        spec = KEYS.get(key)
+        if spec is None:
+            raise ConfigError(
+                key,
+                "unknown key; check its spelling against Pulumi.yaml "
+                f"(known: {', '.join(sorted(k for k, s in KEYS.items() if not s.sandbox_only))})",
+            )
+        if spec.sandbox_only and not allow_sandbox:
+            raise ConfigError(
+                key, "only the local rehearsal (python -m sandbox) may set this key; remove it from the stack file"
+            )
+        values[key] = _decode(key, spec, value)
+    try:
+        settings = Settings.model_validate({**values, "project": project, "stack": stack})
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    rules.check(settings, now or dt.datetime.now(dt.UTC))
+    return settings
+
+
+def _decode(key: str, spec: Key, value: Any) -> Any:
+    """Pulumi hands structured config to programs as JSON text."""
+    if spec.kind in ("object", "array") and isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                key, f"is not valid structured config ({exc.msg}); write it as YAML {spec.kind}"
+            ) from None
+    if spec.kind == "boolean" and isinstance(value, str):
+        if value not in ("true", "false"):
+            raise ConfigError(key, f"{value!r} is not a boolean; write true or false")
+        value = value == "true"
+    if spec.kind == "object" and not isinstance(value, dict):
+        raise ConfigError(key, "must be an object (a YAML mapping)")
+    if spec.kind == "array" and not isinstance(value, list):
+        raise ConfigError(key, "must be an array (a YAML list)")
+    return value
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc).replace(".[", "[") if loc else "(stack)"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    hint = ""
+    pattern = (err.get("ctx") or {}).get("pattern")
+    if pattern in _PATTERN_HINTS:
+        hint = f"; {_PATTERN_HINTS[pattern]}"
+        msg = "value not allowed"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown key; check its spelling against the config reference in Pulumi.yaml"
+    elif err["type"] == "missing":
+        msg = "is required; add it to the stack file (see Pulumi.yaml for its meaning)"
+    shown = err.get("input")
+    if err["type"] not in ("missing",) and isinstance(shown, (str, int, float, bool)):
+        msg = f"{shown!r}: {msg}"
+    return ConfigError(key, msg + hint)

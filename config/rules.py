@@ -1,0 +1,113 @@
+"""Cross-field rules: what no single key can check on its own.
+
+Each rule raises ConfigError naming the key to edit and how, so a bad stack file stops the
+program before any resource is registered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+from .errors import ConfigError
+from .model import Settings
+
+ANYWHERE = {"0.0.0.0/0", "::/0"}
+
+
+def check(settings: Settings, now: dt.datetime) -> None:
+    _check_clusters(settings, now)
+    _check_connections(settings)
+    if settings.target == "hetzner":
+        _check_hetzner(settings)
+
+
+def _check_clusters(settings: Settings, now: dt.datetime) -> None:
+    if not settings.clusters:
+        raise ConfigError("clusters", "no cluster is defined; add one, e.g. `g1: {primaryIp: 10.0.1.5}`")
+    if settings.active not in settings.clusters:
+        raise ConfigError(
+            "active",
+            f"{settings.active!r} is not one of the clusters ({', '.join(sorted(settings.clusters))}); "
+            "set it to the generation clients should use",
+        )
+    active = settings.clusters[settings.active]
+    for gen, cluster in settings.clusters.items():
+        if cluster.restore is None:
+            continue
+        key = f"clusters.{gen}.restore"
+        source = cluster.restore.source
+        if source == gen:
+            raise ConfigError(f"{key}.from", "a cluster cannot restore from itself; name the source generation")
+        if source not in settings.clusters:
+            raise ConfigError(
+                f"{key}.from",
+                f"source cluster {source!r} is not in clusters; a restore reads the stanza of a cluster "
+                "this stack still defines, so keep the source until the restored cluster has its own backups",
+            )
+        target = cluster.restore.target()
+        if target is not None and target > now:
+            raise ConfigError(
+                f"{key}.targetTime",
+                f"{cluster.restore.target_time} is in the future (now {now.isoformat(timespec='seconds')}); "
+                "pick a time that has passed, or 'latest'",
+            )
+    if active.restore is not None and active.restore.source not in settings.clusters:
+        raise ConfigError("active", "the active cluster restores from a cluster that is gone")
+
+
+def _check_connections(settings: Settings) -> None:
+    need = settings.required_connections
+    given = settings.database.max_connections
+    if given is not None and given < need:
+        raise ConfigError(
+            "database.maxConnections",
+            f"{given} does not fit the role connection limits plus the reserve ({need}); raise it to at "
+            "least that, lower the roles' connectionLimit, or unset it to size it automatically",
+        )
+
+
+def _check_hetzner(settings: Settings) -> None:
+    hz = settings.hetzner
+    if hz is None:
+        raise ConfigError("hetzner", "target hetzner needs the hetzner block (location, serverType, CIDRs)")
+    if not settings.ssh_public_key:
+        raise ConfigError("sshPublicKey", "set the admin's SSH public key, e.g. `ssh-ed25519 AAAA... you@host`")
+    if not settings.admin_cidrs:
+        raise ConfigError("adminCidrs", "list the CIDRs allowed to reach SSH, e.g. [203.0.113.7/32]")
+    for cidr in settings.admin_cidrs:
+        if cidr in ANYWHERE and not settings.allow_ssh_from_anywhere:
+            raise ConfigError(
+                "adminCidrs",
+                f"{cidr} opens SSH to the whole internet; list your own addresses, or set "
+                "allowSshFromAnywhere: true if you really mean it",
+            )
+    subnet = ipaddress.ip_network(hz.subnet_cidr)
+    seen: dict[str, str] = {}
+    for gen, cluster in settings.clusters.items():
+        ips = [("primaryIp", cluster.primary_ip)] + [
+            (f"replicaIps[{i}]", ip) for i, ip in enumerate(cluster.replica_ips)
+        ]
+        for field, ip in ips:
+            key = f"clusters.{gen}.{field}"
+            addr = ipaddress.ip_address(ip)
+            if addr not in subnet:
+                raise ConfigError(key, f"{ip} is not inside subnetCidr {subnet}; pick an address in it")
+            # Hetzner keeps the first addresses of a subnet for its gateway.
+            if addr in (subnet.network_address, subnet.network_address + 1, subnet.broadcast_address):
+                raise ConfigError(key, f"{ip} is reserved in {subnet} (network, gateway, broadcast); pick another")
+            if ip in seen:
+                raise ConfigError(key, f"{ip} is already used by {seen[ip]}; every server needs its own address")
+            seen[ip] = key
+    for key, cidrs in _role_cidr_keys(settings):
+        for cidr in cidrs:
+            if cidr in ANYWHERE:
+                raise ConfigError(key, f"{cidr} would open PostgreSQL to the internet; use private ranges")
+
+
+def _role_cidr_keys(settings: Settings):
+    roles = settings.roles
+    yield "roles.app.cidrs", roles.app.cidrs
+    yield "roles.migrator.cidrs", roles.migrator.cidrs
+    yield "roles.reporting.cidrs", roles.reporting.cidrs
+    yield "roles.humanCidrs", roles.human_cidrs
