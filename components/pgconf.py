@@ -69,6 +69,9 @@ class ServerConf:
     replica_slots: int = 0
     max_slot_wal_keep_size: str = "10GB"
     overrides: dict[str, str] = field(default_factory=dict)
+    # Set on replicas: where to stream from and through which slot.
+    primary_host: str | None = None
+    primary_slot_name: str | None = None
 
 
 def managed_settings(conf: ServerConf) -> dict[str, str]:
@@ -103,6 +106,14 @@ def managed_settings(conf: ServerConf) -> dict[str, str]:
         )
     else:
         settings["archive_mode"] = "off"
+    if conf.primary_host:
+        # No password here: it lives in a 0600 .pgpass (postgresql.auto.conf would keep it in
+        # every base backup taken from this server).
+        settings["primary_conninfo"] = (
+            f"'host={conf.primary_host} port=5432 user=replicator passfile=/var/lib/postgresql/.pgpass "
+            f"application_name={conf.cluster_name}'"
+        )
+        settings["primary_slot_name"] = f"'{conf.primary_slot_name}'"
     return settings
 
 

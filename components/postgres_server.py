@@ -36,6 +36,18 @@ class PostgresServerArgs:
     volume_size_gb: int = 0
     delete_protection: bool = True
     labels: dict[str, str] = field(default_factory=dict)
+    # How the data directory gets its data when it is not a fresh primary: a base backup of the
+    # primary (replica) or a point-in-time restore (restored generation). Runs once in the
+    # server's life: create-only, and guarded in the script.
+    bootstrap: Bootstrap | None = None
+
+
+@dataclass
+class Bootstrap:
+    script: str
+    params: dict[str, str | int]
+    stdin: pulumi.Input[str] | None = None
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 class PostgresServer(pulumi.ComponentResource):
@@ -104,4 +116,16 @@ class PostgresServer(pulumi.ComponentResource):
             [cluster],
         )
         self.ready: pulumi.Resource = self.configure
+        if args.bootstrap is not None:
+            boot = args.bootstrap
+            self.ready = remote.step(
+                f"{name}-{boot.script}",
+                self.ssh,
+                boot.script,
+                {**pg, **boot.params},
+                self,
+                [self.configure, *boot.depends_on],
+                stdin=boot.stdin,
+                create_only=True,
+            )
         self.register_outputs({"public_ip": self.public_ip, "private_ip": self.private_ip})

@@ -1,19 +1,22 @@
 """ReplicaPair: one cluster generation, a primary and its streaming replicas.
 
-The primary carries the role setup; every replica gets its own physical slot and a pg_hba
-replication line for its /32 only.
+The primary carries the role setup and the physical slots; every replica gets its own slot and
+a pg_hba replication line for its /32 only, is built once by pg_basebackup, and catches up from
+the archive when it fell behind. A generation restored from another one starts from that
+generation's backups instead of an empty cluster.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pulumi
 
-from . import pgconf, pghba, remote, roles_sql
-from .credentials import REPLICATOR, Credentials
+from . import pgconf, pghba, remote
+from .credentials import REPLICATOR
 from .pghba import HbaRule
-from .postgres_server import PostgresServer, PostgresServerArgs
+from .postgres_server import Bootstrap, PostgresServer, PostgresServerArgs
 from .private_network import PrivateNetwork
 
 
@@ -26,18 +29,41 @@ class Access:
 
 
 @dataclass
+class Backups:
+    """pgBackRest on this generation: the rendered config (secret) and the timer schedules."""
+
+    stanza: str
+    config: pulumi.Output[str]
+    full_schedule: str
+    diff_schedule: str
+    archive_timeout_seconds: int
+    watch_interval: str = "2min"
+
+
+@dataclass
+class RestoreFrom:
+    source_stanza: str
+    target: str  # ISO 8601 with a time zone, or "latest"
+
+
+@dataclass
 class ReplicaPairArgs:
     primary_ip: str
     replica_ips: list[str]
-    server: dict  # location, server_type, image, volume_size_gb, package_source, delete_protection, labels
+    server: dict  # PostgresServerArgs fields shared by every server of the generation
     network: PrivateNetwork
     ssh_private_key: pulumi.Input[str]
     access: Access
-    role_model: roles_sql.RoleModel | None  # verifiers are filled from credentials
-    credentials: Credentials
     conf: pgconf.ServerConf
-    role_sql: pulumi.Output[str] | None = None
+    role_sql: pulumi.Output[str]
+    replicator_password: pulumi.Output[str]
+    backups: Backups | None = None
+    restore: RestoreFrom | None = None
     labels: dict[str, str] = field(default_factory=dict)
+
+
+def slot_name(server_name: str) -> str:
+    return "pgstack_" + server_name.replace("-", "_")
 
 
 def hba_rules(access: Access, replica_ips: list[str]) -> list[HbaRule]:
@@ -54,39 +80,102 @@ class ReplicaPair(pulumi.ComponentResource):
     def __init__(self, name: str, args: ReplicaPairArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pgstack:replica_pair:ReplicaPair", name, None, opts)
         hba = pghba.render(hba_rules(args.access, args.replica_ips))
+        backups = args.backups
+        stanza = backups.stanza if backups else None
 
-        def server(role: str, ip: str) -> PostgresServer:
-            conf = pgconf.ServerConf(**{**args.conf.__dict__, "cluster_name": f"{name}-{role}", "private_ip": ip})
+        def server(role: str, ip: str, bootstrap: Bootstrap | None, primary_ip: str | None = None) -> PostgresServer:
+            server_name = f"{name}-{role}"
+            conf = dataclasses.replace(
+                args.conf,
+                cluster_name=server_name,
+                private_ip=ip,
+                stanza=stanza,
+                archive_timeout_seconds=backups.archive_timeout_seconds if backups else 60,
+                primary_host=primary_ip,
+                primary_slot_name=slot_name(server_name) if primary_ip else None,
+            )
             return PostgresServer(
-                f"{name}-{role}",
+                server_name,
                 PostgresServerArgs(
                     private_ip=ip,
                     network=args.network,
                     ssh_private_key=args.ssh_private_key,
                     pg_conf=pgconf.render(conf),
                     hba_conf=hba,
+                    bootstrap=bootstrap,
                     **args.server,
                 ),
                 pulumi.ResourceOptions(parent=self),
             )
 
-        self.primary = server("primary", args.primary_ip)
-        self.roles = None
-        if args.role_sql is not None:
-            self.roles = remote.step(
-                f"{name}-primary-roles",
-                self.primary.ssh,
-                "roles",
-                {"PG_VERSION": 15},
-                self,
-                [self.primary.ready],
-                stdin=args.role_sql,
+        self._backups = backups
+        self.primary = server("primary", args.primary_ip, None)
+        primary = self.primary
+        pg = {"PG_VERSION": 15}
+        after_ready: list[pulumi.Resource] = [primary.ready]
+        if args.restore is not None:
+            if backups is None:
+                raise ValueError(f"{name}: a restored generation needs the backup config")
+            # The restore reads the repository, so pgBackRest is configured first (without the
+            # stanza steps: this server's own stanza is made once it is promoted).
+            config_first = self._pgbackrest(f"{name}-primary-pgbackrest-config", primary, "standby", after_ready)
+            params = {"SOURCE_STANZA": args.restore.source_stanza, "TARGET": args.restore.target}
+            primary.ready = remote.step(
+                f"{name}-primary-restore", primary.ssh, "restore", {**pg, **params}, self, [config_first],
+                create_only=True,
+            )  # fmt: skip
+            after_ready = [primary.ready]
+        self.roles = remote.step(
+            f"{name}-primary-roles", primary.ssh, "roles", pg, self, after_ready, stdin=args.role_sql
+        )
+        replica_names = [f"{name}-replica-{i + 1}" for i in range(len(args.replica_ips))]
+        self.slots = remote.step(
+            f"{name}-primary-slots",
+            primary.ssh,
+            "slots",
+            {**pg, "SLOTS": " ".join(slot_name(n) for n in replica_names)},
+            self,
+            [self.roles],
+        )
+        self.pgbackrest = None
+        if backups is not None:
+            self.pgbackrest = self._pgbackrest(f"{name}-primary-pgbackrest", primary, "primary", [self.slots])
+        self.replicas: list[PostgresServer] = []
+        for i, ip in enumerate(args.replica_ips):
+            rname = replica_names[i]
+            replica = server(
+                f"replica-{i + 1}",
+                ip,
+                Bootstrap(
+                    "replica",
+                    {"PRIMARY_IP": args.primary_ip, "SLOT": slot_name(rname)},
+                    stdin=args.replicator_password,
+                    depends_on=[self.slots, *([self.pgbackrest] if self.pgbackrest else [])],
+                ),
+                primary_ip=args.primary_ip,
             )
-        self.replicas = [server(f"replica-{i + 1}", ip) for i, ip in enumerate(args.replica_ips)]
+            if backups is not None:
+                self._pgbackrest(f"{rname}-pgbackrest", replica, "standby", [replica.ready])
+            self.replicas.append(replica)
+        self.stanza = stanza
         self.register_outputs(
             {
-                "primary_private_ip": self.primary.private_ip,
-                "primary_public_ip": self.primary.public_ip,
+                "primary_private_ip": primary.private_ip,
+                "primary_public_ip": primary.public_ip,
                 "replica_private_ips": [r.private_ip for r in self.replicas],
+                "stanza": stanza,
             }
         )
+
+    def _pgbackrest(self, name: str, target: PostgresServer, mode: str, depends_on: list[pulumi.Resource]):
+        backups = self._backups
+        assert backups is not None
+        params = {
+            "PG_VERSION": 15,
+            "STANZA": backups.stanza,
+            "MODE": mode,
+            "FULL_SCHEDULE": backups.full_schedule,
+            "DIFF_SCHEDULE": backups.diff_schedule,
+            "WATCH_INTERVAL": backups.watch_interval,
+        }
+        return remote.step(name, target.ssh, "pgbackrest", params, self, depends_on, stdin=backups.config)

@@ -8,10 +8,11 @@ import pulumi
 
 from config import Settings
 
-from . import pgconf, roles_sql
+from . import pgbackrest_conf, pgconf, roles_sql
+from .backup_bucket import BackupBucket, BackupBucketArgs
 from .credentials import REPLICATOR, Credentials
 from .private_network import PrivateNetwork, PrivateNetworkArgs
-from .replica_pair import Access, ReplicaPair, ReplicaPairArgs
+from .replica_pair import Access, Backups, ReplicaPair, ReplicaPairArgs, RestoreFrom
 
 
 def build(settings: Settings) -> None:
@@ -83,8 +84,40 @@ def build_hetzner(settings: Settings) -> None:
         ],
     )
     ssh_key = pulumi.Output.secret(settings.ssh_private_key or "")
+    bucket = None
+    if settings.backup is not None:
+        b = settings.backup
+        bucket = BackupBucket(
+            f"{settings.stack}-backups",
+            BackupBucketArgs(
+                bucket=b.bucket,
+                endpoint=_endpoint(settings),
+                region=b.region,
+                repo_path=b.repo_path,
+                access_key=pulumi.Output.secret(settings.s3_access_key or ""),
+                secret_key=pulumi.Output.secret(settings.s3_secret_key or ""),
+                labels=labels,
+            ),
+        )
+        pulumi.export("backup_repository", bucket.repository)
+        # Keep a copy outside Pulumi state (see README): without it the backups are unreadable.
+        pulumi.export("backup_cipher_passphrase", bucket.cipher_pass)
     clusters: dict[str, ReplicaPair] = {}
     for gen, cluster in settings.clusters.items():
+        backups = restore = None
+        if bucket is not None and settings.backup is not None:
+            stanzas = [settings.stanza(gen)]
+            if cluster.restore is not None:
+                stanzas.append(settings.stanza(cluster.restore.source))
+                restore = RestoreFrom(settings.stanza(cluster.restore.source), cluster.restore.target_time)
+            backups = Backups(
+                stanza=settings.stanza(gen),
+                config=pgbackrest_config(settings, stanzas, bucket),
+                full_schedule=settings.backup.full_schedule,
+                diff_schedule=settings.backup.diff_schedule,
+                archive_timeout_seconds=settings.backup.archive_timeout_seconds,
+            )
+            pulumi.export(f"stanza_{gen}", backups.stanza)
         clusters[gen] = ReplicaPair(
             f"{settings.stack}-{gen}",
             ReplicaPairArgs(
@@ -102,8 +135,9 @@ def build_hetzner(settings: Settings) -> None:
                 network=network,
                 ssh_private_key=ssh_key,
                 access=access,
-                role_model=None,
-                credentials=creds,
+                backups=backups,
+                restore=restore,
+                replicator_password=creds[REPLICATOR].password,
                 conf=pgconf.ServerConf(
                     cluster_name="",
                     private_ip="",
@@ -132,3 +166,31 @@ def build_hetzner(settings: Settings) -> None:
             )
         ),
     )
+
+
+def _endpoint(settings: Settings) -> str:
+    assert settings.backup is not None
+    port = settings.sandbox.s3_port
+    return settings.backup.endpoint if port == 443 else f"{settings.backup.endpoint}:{port}"
+
+
+def pgbackrest_config(settings: Settings, stanzas: list[str], bucket: BackupBucket) -> pulumi.Output[str]:
+    b = settings.backup
+    assert b is not None
+    opts = pgbackrest_conf.RepoOptions(
+        bucket=b.bucket,
+        endpoint=_endpoint(settings),
+        region=b.region,
+        path=b.repo_path,
+        retention_full_days=b.retention_full_days,
+        retention_full_count=b.retention_full_count,
+        process_max=b.process_max,
+        archive_push_queue_max=b.archive_push_queue_max,
+        verify_tls=settings.sandbox.s3_verify_tls,
+    )
+    secrets = pulumi.Output.all(
+        pulumi.Output.secret(settings.s3_access_key or ""),
+        pulumi.Output.secret(settings.s3_secret_key or ""),
+        bucket.cipher_pass,
+    )
+    return pulumi.Output.secret(secrets.apply(lambda v: pgbackrest_conf.render(opts, stanzas, v[0], v[1], v[2])))

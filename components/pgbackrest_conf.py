@@ -1,0 +1,70 @@
+"""pgbackrest.conf from typed options (pgBackRest's own option names), as a pure function.
+
+The file holds the S3 keys and the cipher passphrase, so it only ever travels as a secret, on
+the command's stdin, and lands as /etc/pgbackrest/pgbackrest.conf, mode 0640, owner postgres.
+Block incremental (repo1-block) is added by the guest script where the installed pgBackRest
+supports it (2.46+): only the guest knows its version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PG_DATA = "/var/lib/postgresql/15/main"
+
+
+@dataclass(frozen=True)
+class RepoOptions:
+    bucket: str
+    endpoint: str
+    region: str
+    path: str
+    retention_full_days: int
+    retention_full_count: int | None
+    process_max: int
+    archive_push_queue_max: str
+    verify_tls: bool = True
+    port: int = 443
+
+
+def render(opts: RepoOptions, stanzas: list[str], access_key: str, secret_key: str, cipher_pass: str) -> str:
+    host, _, port = opts.endpoint.partition(":")
+    glob = {
+        "repo1-type": "s3",
+        "repo1-s3-endpoint": host,
+        "repo1-s3-bucket": opts.bucket,
+        "repo1-s3-region": opts.region,
+        "repo1-s3-key": access_key,
+        "repo1-s3-key-secret": secret_key,
+        # Hetzner Object Storage and most S3-compatible stores want path-style requests.
+        "repo1-s3-uri-style": "path",
+        "repo1-path": opts.path,
+        "repo1-cipher-type": "aes-256-cbc",
+        "repo1-cipher-pass": cipher_pass,
+        "repo1-bundle": "y",
+        "compress-type": "zst",
+        "process-max": str(opts.process_max),
+        "start-fast": "y",
+        # Asynchronous archiving with a bounded queue: a dead object store cannot fill the disk.
+        # Past the bound pgBackRest drops WAL (and says so); pgstack-archive-watch notices.
+        "archive-async": "y",
+        "archive-push-queue-max": opts.archive_push_queue_max,
+        "spool-path": "/var/spool/pgbackrest",
+        "log-path": "/var/log/pgbackrest",
+        "log-level-console": "warn",
+        "log-level-file": "info",
+    }
+    if opts.retention_full_count is not None:
+        glob.update({"repo1-retention-full-type": "count", "repo1-retention-full": str(opts.retention_full_count)})
+    else:
+        glob.update({"repo1-retention-full-type": "time", "repo1-retention-full": str(opts.retention_full_days)})
+    if port or opts.port != 443:
+        glob["repo1-storage-port"] = port or str(opts.port)
+    if not opts.verify_tls:
+        glob["repo1-storage-verify-tls"] = "n"
+    lines = ["# Rendered by pgstack: edits are overwritten on the next `pulumi up`.", "[global]"]
+    lines += [f"{k}={v}" for k, v in glob.items()]
+    lines.append("archive-get-queue-max=1GiB")
+    for stanza in stanzas:
+        lines += ["", f"[{stanza}]", f"pg1-path={PG_DATA}", "pg1-socket-path=/var/run/postgresql"]
+    return "\n".join(lines) + "\n"

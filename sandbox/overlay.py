@@ -1,0 +1,38 @@
+"""The rehearsal's config overlay: the short, named list of keys it changes, in one place.
+
+Everything else comes from the stack file unchanged. The keys below are printed in the
+report, and `pgstack:sandbox` is refused by config outside the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# key -> why the rehearsal changes it
+OVERRIDDEN = {
+    "pgstack:sandbox.packageSource": "guests have no internet: PostgreSQL comes from Debian, not apt.postgresql.org",
+    "pgstack:sandbox.s3VerifyTls": "the local S3 has a self-signed certificate",
+    "pgstack:sandbox.s3Port": "the local S3 listens on a high port",
+    "pgstack:backup.endpoint": "object storage is moto on the bridge's gateway address",
+    "pgstack:backup.region": "moto's region",
+    "pgstack:sshPrivateKey": "the harness's key (the mocks connect with it)",
+    "pgstack:s3AccessKey": "moto's dummy credentials",
+    "pgstack:s3SecretKey": "moto's dummy credentials",
+}
+
+
+def apply(raw: dict[str, Any], s3_host: str, s3_port: int, s3_region: str, keys: dict[str, str]) -> dict[str, Any]:
+    """Return a copy of the engine-form config (objects as JSON text) with the overlay applied."""
+    out = dict(raw)
+    out["pgstack:sandbox"] = json.dumps({"packageSource": "distro", "s3VerifyTls": False, "s3Port": s3_port})
+    if "pgstack:backup" in out:
+        backup = json.loads(out["pgstack:backup"])
+        backup.update({"endpoint": s3_host, "region": s3_region})
+        out["pgstack:backup"] = json.dumps(backup)
+    out.update(keys)
+    return out
+
+
+def describe(result: dict[str, Any] | None = None) -> list[dict[str, str]]:
+    return [{"key": k, "why": v} for k, v in OVERRIDDEN.items()]

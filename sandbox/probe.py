@@ -1,0 +1,65 @@
+"""A PostgreSQL client probe run inside a test-bed namespace: `python -m sandbox.probe`.
+
+Reads the password from stdin (never argv), connects, optionally runs one statement, and prints
+one JSON line: whether TCP connected, whether PostgreSQL accepted us, the SQLSTATE if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, default=5432)
+    p.add_argument("--dbname", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--sslmode", default="prefer")
+    p.add_argument("--sql", default="select 1")
+    args = p.parse_args()
+    password = sys.stdin.readline().rstrip("\n")
+    result: dict = {"tcp": False, "ok": False, "sqlstate": None, "message": None, "rows": None}
+    try:
+        with socket.create_connection((args.host, args.port), timeout=5):
+            result["tcp"] = True
+    except OSError as exc:
+        result["message"] = f"tcp: {exc}"
+        print(json.dumps(result))
+        return 0
+    import psycopg
+
+    try:
+        with psycopg.connect(
+            host=args.host,
+            port=args.port,
+            dbname=args.dbname,
+            user=args.user,
+            password=password,
+            sslmode=args.sslmode,
+            connect_timeout=5,
+        ) as conn:
+            rows = conn.execute(args.sql).fetchall() if args.sql else []
+            conn.commit()
+            result.update(ok=True, rows=[list(map(str, r)) for r in rows])
+    except psycopg.Error as exc:
+        result["sqlstate"] = getattr(exc, "sqlstate", None) or _sqlstate_from_message(str(exc))
+        result["message"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(json.dumps(result))
+    return 0
+
+
+def _sqlstate_from_message(message: str) -> str | None:
+    # libpq reports connection-time errors as text; map the two the checks rely on.
+    if "no pg_hba.conf entry" in message:
+        return "28000"
+    if "password authentication failed" in message:
+        return "28P01"
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

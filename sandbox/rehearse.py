@@ -1,0 +1,347 @@
+"""`python -m sandbox rehearse`: the real program against local guests and a local S3.
+
+Only the provider layer is local: an hcloud Server is a booted guest with the requested
+private IP, a remote Command runs its `create` text over SSH (with the harness's key), a
+RandomPassword is a real random secret, an S3 bucket is a real bucket in moto, and everything
+else echoes its inputs. Then health checks run against the real servers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import string
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+from . import overlay, program
+from .testbed import GuestSpec, Testbed
+
+REPO = program.REPO
+PYTHON = sys.executable
+OUTSIDER_IP = "10.231.0.9"
+
+
+class CommandFailed(Exception):
+    def __init__(self, name: str, rc: int, stdout: str, stderr: str):
+        self.name, self.rc = name, rc
+        super().__init__(f"{name} exited {rc}\n--- stdout ---\n{stdout[-4000:]}\n--- stderr ---\n{stderr[-4000:]}")
+
+
+class RehearsalMocks(program.RecordingMocks):
+    """Mocks whose resources are real: guests, SSH commands, secrets, buckets."""
+
+    def __init__(self, testbed: Testbed, passwords: dict[str, str], echo=print):
+        super().__init__(secret_value=self._password)
+        self.testbed = testbed
+        self.passwords = passwords  # kept across runs, as Pulumi state keeps them
+        self.echo = echo
+        self.steps: list[dict[str, Any]] = []
+        self.servers: dict[str, str] = {}  # server name -> private IP
+        self._pw_lock = threading.Lock()
+
+    def _password(self, name: str, length: int) -> str:
+        with self._pw_lock:
+            if name not in self.passwords:
+                alphabet = string.ascii_letters + string.digits
+                self.passwords[name] = "".join(secrets.choice(alphabet) for _ in range(length))
+            return self.passwords[name]
+
+    def provide(self, reg: program.Registration, rid: str) -> dict[str, Any]:
+        outs = super().provide(reg, rid)
+        if pulumi.runtime.is_dry_run():
+            return outs
+        inputs = program.unwrap(reg.inputs)
+        started = time.perf_counter()
+        ok = False
+        try:
+            if reg.type == "random:index/randomPassword:RandomPassword":
+                keepers = json.dumps(inputs.get("keepers") or {}, sort_keys=True)
+                outs["result"] = pulumi.Output.secret(self._password(f"{reg.name}/{keepers}", int(inputs["length"])))
+            elif reg.type == "hcloud:index/server:Server":
+                ip = inputs["networks"][0]["ip"]
+                self.testbed.boot_guest(GuestSpec(name=reg.name, ip=ip))
+                self.servers[reg.name] = ip
+                # The guest has one address, the private one: it stands in for the public one too.
+                outs["ipv4Address"] = ip
+            elif reg.type == "command:remote:Command":
+                host = inputs["connection"]["host"]
+                stdin = inputs.get("stdin")
+                res = self.testbed.ssh(host, inputs["create"], stdin=stdin.encode() if stdin else None)
+                if res.returncode != 0:
+                    raise CommandFailed(reg.name, res.returncode, res.stdout, res.stderr)
+                outs["stdout"], outs["stderr"] = res.stdout, res.stderr
+            elif reg.type in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
+                self.testbed.create_bucket(inputs["bucket"])
+                outs["bucket"] = inputs["bucket"]
+            ok = True
+            return outs
+        finally:
+            seconds = time.perf_counter() - started
+            if reg.custom:
+                self.steps.append({"resource": reg.name, "type": reg.type, "seconds": round(seconds, 3), "ok": ok})
+                self.echo(f"  {'ok ' if ok else 'FAIL'} {seconds:7.2f}s  {reg.type.split(':')[-1]:<16} {reg.name}")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Rehearsal:
+    stack: str
+    testbed: Testbed
+    echo: Any = print
+    passwords: dict[str, str] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    result: program.RunResult | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # ---- set-up ------------------------------------------------------------------------
+    def prepare(self) -> None:
+        base = program.read_stack_file(self.stack)
+        import config as config_pkg
+
+        probe = config_pkg.settings_from_mapping(
+            {**base, "pgstack:sshPrivateKey": "x"}, "pgstack", self.stack, allow_sandbox=True
+        )
+        hz = probe.hetzner
+        if hz is None:
+            raise SystemExit("the rehearsal runs hetzner stacks; this stack's target is " + probe.target)
+        import ipaddress
+
+        subnet = ipaddress.ip_network(hz.subnet_cidr)
+        gateway = str(subnet.network_address + 1)
+        t0 = time.perf_counter()
+        self.testbed.ensure_rootfs()
+        self.timings["rootfs"] = time.perf_counter() - t0
+        self.testbed.up(str(subnet), gateway, OUTSIDER_IP)
+        ep = self.testbed.start_s3()
+        self.s3 = ep
+        keys = {
+            "pgstack:sshPrivateKey": self.testbed.ssh_key.read_text(),
+            "pgstack:s3AccessKey": ep.access_key,
+            "pgstack:s3SecretKey": ep.secret_key,
+        }
+        self.raw = overlay.apply(base, ep.host, ep.port, ep.region, keys)
+
+    def run_program(self, label: str) -> program.RunResult:
+        self.echo(f"== pulumi up ({label}) of stack {self.stack}: resources as they complete")
+        mocks = RehearsalMocks(self.testbed, self.passwords, echo=self.echo)
+        t0 = time.perf_counter()
+        try:
+            self.result = program.run(
+                self.raw,
+                mocks,
+                stack=self.stack,
+                allow_sandbox=True,
+                secret_keys=["pgstack:sshPrivateKey", "pgstack:s3AccessKey", "pgstack:s3SecretKey"],
+            )
+        finally:
+            self.steps += [dict(s, run=label) for s in mocks.steps]
+            self.timings[f"program:{label}"] = time.perf_counter() - t0
+        return self.result
+
+    # ---- helpers for checks -------------------------------------------------------------
+    def check(self, name: str, ok: bool, detail: str) -> bool:
+        self.checks.append(Check(name, bool(ok), detail))
+        self.echo(f"  {'PASS' if ok else 'FAIL'} {name}: {detail}")
+        return bool(ok)
+
+    def settings(self):
+        assert self.result is not None
+        return self.result.settings
+
+    def password(self, role: str) -> str:
+        match = [v for k, v in self.passwords.items() if k.startswith(f"{self.stack}-role-{role}/")]
+        if not match:
+            raise KeyError(f"no password generated for role {role}")
+        # The latest version wins: keepers hold the version, and a rotation adds a new entry.
+        return match[-1]
+
+    def probe(self, where: str, host: str, user: str, password: str, dbname: str, sql: str = "select 1",
+              sslmode: str = "prefer") -> dict[str, Any]:  # fmt: skip
+        argv = [PYTHON, "-m", "sandbox.probe", "--host", host, "--dbname", dbname, "--user", user,
+                "--sql", sql, "--sslmode", sslmode]  # fmt: skip
+        env_argv = ["env", f"PYTHONPATH={REPO}", *argv]
+        if where == "outsider":
+            res = self._outsider(env_argv, password)
+        else:
+            res = self.testbed.netns_exec(where, env_argv, timeout=30, stdin=(password + "\n").encode())
+        try:
+            return json.loads(res.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            return {"tcp": False, "ok": False, "sqlstate": None, "message": f"probe failed: {res.stderr[-500:]}"}
+
+    def _outsider(self, argv: list[str], password: str):
+        import subprocess
+
+        return subprocess.run(
+            ["ip", "netns", "exec", "pgs-outsider", *argv],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def sql(self, server: str, query: str, db: str = "postgres") -> str:
+        ip = self.ip(server)
+        res = self.testbed.ssh(ip, f"runuser -u postgres -- psql -X -At -d {db} -c {json.dumps(query)}")
+        if res.returncode != 0:
+            raise RuntimeError(f"{server}: {query}: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    def ip(self, server: str) -> str:
+        return self.testbed.guests()[server]
+
+    # ---- the checks ----------------------------------------------------------------------
+    def health_checks(self) -> None:
+        s = self.settings()
+        db = s.database.name
+        app = s.roles.app.name
+        active = s.active
+        primary_ip = s.clusters[active].primary_ip
+        inside = s.name(active, "replica-1") if s.clusters[active].replica_ips else s.name(active, "primary")
+        pw = self.password(app)
+        r = self.probe(inside, primary_ip, app, pw, db, "select current_user")
+        self.check("app role connects from inside the private network", r["ok"], f"from {inside}: {r}")
+        r = self.probe("outsider", primary_ip, app, pw, db)
+        self.check(
+            "outsider: TCP connects, PostgreSQL refuses with 28000 (no pg_hba entry)",
+            r["tcp"] and not r["ok"] and r["sqlstate"] == "28000",
+            f"from {OUTSIDER_IP}: {r}",
+        )
+        r = self.probe(inside, primary_ip, app, pw + "wrong", db)
+        self.check("a wrong password gets 28P01", not r["ok"] and r["sqlstate"] == "28P01", f"{r}")
+        listening = self.testbed.ssh(primary_ip, "ss -Hltn 'sport = :5432'").stdout
+        self.check(
+            "PostgreSQL listens on the private IP and localhost only",
+            f"{primary_ip}:5432" in listening and "0.0.0.0:5432" not in listening and "*:5432" not in listening,
+            " ".join(listening.split()),
+        )
+
+    def reboot_checks(self) -> None:
+        assert self.result is not None
+        for name, ip in sorted(self.result.mocks.servers.items()):
+            t0 = time.perf_counter()
+            self.testbed.reboot_guest(name)
+            ok = False
+            detail = ""
+            for _ in range(60):
+                res = self.testbed.ssh(ip, f"pg_isready -q -h {ip} && ss -Hltn 'sport = :5432'")
+                if res.returncode == 0 and f"{ip}:5432" in res.stdout:
+                    ok, detail = True, f"back in {time.perf_counter() - t0:.1f}s, listening on {ip}:5432"
+                    break
+                detail = res.stdout + res.stderr
+                time.sleep(1)
+            self.check(f"{name}: PostgreSQL back after reboot", ok, detail.strip())
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a second run must not change, per server."""
+        snap: dict[str, Any] = {}
+        assert self.result is not None
+        for name, ip in sorted(self.result.mocks.servers.items()):
+            res = self.testbed.ssh(
+                ip,
+                "set -e; cd /etc/postgresql/15/main; sha256sum conf.d/50-pgstack.conf pg_hba.conf "
+                "/etc/pgbackrest/pgbackrest.conf 2>/dev/null || true; "
+                'runuser -u postgres -- psql -X -At -c "select pg_postmaster_start_time()" ; '
+                "runuser -u postgres -- psql -X -At -c \"select md5(string_agg(rolname||coalesce(rolpassword,'')||"
+                "rolconnlimit||rolcanlogin||rolreplication, ',' order by rolname)) from pg_authid\" ; "
+                "cat /var/lib/postgresql/15/main/pgstack-sentinel 2>/dev/null || echo no-sentinel",
+            )
+            snap[name] = res.stdout.strip()
+        return snap
+
+    def plant_sentinels(self) -> None:
+        assert self.result is not None
+        for _name, ip in self.result.mocks.servers.items():
+            token = secrets.token_hex(8)
+            self.testbed.ssh(
+                ip,
+                f"echo {token} > /var/lib/postgresql/15/main/pgstack-sentinel && chown postgres: "
+                "/var/lib/postgresql/15/main/pgstack-sentinel",
+            )
+
+    def twice(self) -> None:
+        self.plant_sentinels()
+        before = self.snapshot()
+        self.run_program("second")
+        after = self.snapshot()
+        for name in sorted(before):
+            self.check(
+                f"{name}: second run changed nothing (files, roles, sentinel, no restart)",
+                before[name] == after.get(name),
+                "identical"
+                if before[name] == after.get(name)
+                else f"before={before[name]!r} after={after.get(name)!r}",
+            )
+
+    def report(self, ok: bool, error: str | None) -> dict[str, Any]:
+        hosts = dict(self.result.mocks.servers) if self.result else {}
+        return {
+            "ok": ok and all(c.ok for c in self.checks) and all(st["ok"] for st in self.steps),
+            "stack": self.stack,
+            "error": error,
+            "overlay": overlay.describe(),
+            "hosts": {name: {"private_ip": ip} for name, ip in hosts.items()},
+            "steps": self.steps,
+            "checks": [c.__dict__ for c in self.checks],
+            "timings": {k: round(v, 2) for k, v in self.timings.items()},
+        }
+
+
+def main(args) -> int:
+    if os.geteuid() != 0:
+        print("error: the rehearsal needs root (network namespaces, systemd-nspawn)", file=sys.stderr)
+        return 2
+    testbed = Testbed()
+    reh = Rehearsal(args.stack, testbed)
+    ok, error = False, None
+    t0 = time.perf_counter()
+    try:
+        reh.prepare()
+        reh.run_program("first")
+        reh.health_checks()
+        if args.twice:
+            reh.twice()
+        if args.reboot:
+            reh.reboot_checks()
+        if args.scenario != "deploy":
+            from . import scenarios
+
+            scenarios.run(args.scenario, reh)
+        ok = True
+    except KeyboardInterrupt:
+        error = "interrupted"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        print(f"error: {error}", file=sys.stderr)
+    finally:
+        reh.timings["total"] = time.perf_counter() - t0
+        report = reh.report(ok, error)
+        if args.report:
+            args.report.write_text(json.dumps(report, indent=2) + "\n")
+        if not args.keep:
+            testbed.down()
+        else:
+            print("guests left running; take them down with: python -m sandbox down")
+    print(json.dumps({"ok": report["ok"], "checks": len(report["checks"]), "failed": [
+        c["name"] for c in report["checks"] if not c["ok"]], "seconds": report["timings"].get("total")}))  # fmt: skip
+    return 0 if report["ok"] else 1
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
