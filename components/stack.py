@@ -19,7 +19,10 @@ def build(settings: Settings) -> None:
     if settings.target == "hetzner":
         build_hetzner(settings)
     else:
-        raise pulumi.RunError("pgstack:target: aws is not built yet; use hetzner")
+        # Imported here: hetzner runs never load pulumi_aws.
+        from .aws_stack import build_aws
+
+        build_aws(settings)
 
 
 def login_versions(settings: Settings) -> dict[str, int]:

@@ -51,6 +51,8 @@ KEYS: dict[str, Key] = {
     "s3SecretKey": Key("string", secret=True),
     "replication": Key("object"),
     "dns": Key("object"),
+    "aws": Key("object"),
+    "pagerdutyEndpoint": Key("string", secret=True),
     "sandbox": Key("object", sandbox_only=True),
 }
 

@@ -15,9 +15,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from .aws import Aws
 
 # Postgres identifiers are rendered into SQL and pg_hba unquoted; this pattern is what makes
 # that safe (no quoting, no injection, fits NAMEDATALEN).
@@ -31,6 +35,19 @@ GUC_NAME_PATTERN = r"^[a-z_][a-z0-9_.]{0,62}$"
 GUC_VALUE_PATTERN = r"^[A-Za-z0-9 _.,:/%+-]{0,200}$"
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+
+# Roles pgstack creates itself, or PostgreSQL owns: a stack may not name a role after them.
+RESERVED_ROLES = frozenset({"postgres", "replicator", "readonly", "write", "public"})
+
+
+def _role_name(value: str) -> str:
+    if value in RESERVED_ROLES or value.startswith("pg_"):
+        raise ValueError(f"role name {value!r} is reserved by pgstack or PostgreSQL; pick another")
+    return value
+
+
+# Checked per field, so the error names the exact key (roles.app.name, roles.humans[0].name).
+RoleName = Annotated[str, Field(pattern=IDENTIFIER_PATTERN), AfterValidator(_role_name)]
 
 # Hetzner location -> the network zone its private networks live in.
 NETWORK_ZONES = {
@@ -71,7 +88,7 @@ class Model(BaseModel):
 class LoginRole(Model):
     """A role that logs in: its name, how many sessions it may hold, where it may come from."""
 
-    name: Identifier
+    name: RoleName
     connection_limit: int = Field(default=20, ge=1, le=10000)
     # Empty means the private subnet of the stack.
     cidrs: list[Cidr] = []
@@ -85,7 +102,7 @@ class AppRole(LoginRole):
 
 
 class HumanRole(Model):
-    name: Identifier
+    name: RoleName
     access: Literal["readonly", "write"]
     connection_limit: int = Field(default=5, ge=1, le=100)
     password_version: int = Field(default=1, ge=1, le=100000)
@@ -93,7 +110,7 @@ class HumanRole(Model):
 
 class Roles(Model):
     # Owns the schema and every object in it; nobody logs in as it (seed 001's schema owner).
-    owner: Identifier = "schema_owner"
+    owner: RoleName = "schema_owner"
     app: AppRole
     migrator: LoginRole = LoginRole(name="migrator", connection_limit=5)
     reporting: LoginRole = LoginRole(name="reporting", connection_limit=10)
@@ -107,12 +124,9 @@ class Roles(Model):
     @model_validator(mode="after")
     def _unique_names(self) -> Roles:
         names = [r.name for r in self.logins()] + [self.owner]
-        reserved = {"postgres", "replicator", "readonly", "write", "public"}
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"role name {name!r} is used twice; give every role its own name")
-            if name in reserved or name.startswith("pg_"):
-                raise ValueError(f"role name {name!r} is reserved by pgstack or PostgreSQL; pick another")
         return self
 
 
@@ -139,22 +153,43 @@ class Hetzner(Model):
     def zone(self) -> str:
         return self.network_zone or NETWORK_ZONES[self.location]
 
-    @model_validator(mode="after")
-    def _nested(self) -> Hetzner:
-        net = ipaddress.ip_network(self.network_cidr)
-        sub = ipaddress.ip_network(self.subnet_cidr)
+    # Field validators (not one model validator), so an error names the key to edit.
+    @field_validator("network_cidr")
+    @classmethod
+    def _private_network(cls, value: str) -> str:
+        net = ipaddress.ip_network(value)
         if not (net.version == 4 and net.is_private):
             raise ValueError(f"networkCidr {net} must be a private IPv4 range such as 10.0.0.0/16")
-        if not sub.subnet_of(net):  # type: ignore[arg-type]
-            raise ValueError(f"subnetCidr {sub} is not inside networkCidr {net}; pick a subnet of it")
-        if 0 < self.volume_size_gb < 10:
+        return value
+
+    @field_validator("subnet_cidr")
+    @classmethod
+    def _subnet_inside(cls, value: str, info: ValidationInfo) -> str:
+        network = info.data.get("network_cidr")  # absent when networkCidr itself is invalid
+        if network is not None:
+            net, sub = ipaddress.ip_network(network), ipaddress.ip_network(value)
+            if sub.version != net.version or not sub.subnet_of(net):  # type: ignore[arg-type]
+                raise ValueError(f"subnetCidr {sub} is not inside networkCidr {net}; pick a subnet of it")
+        return value
+
+    @field_validator("volume_size_gb")
+    @classmethod
+    def _volume_size(cls, value: int) -> int:
+        if 0 < value < 10:
             raise ValueError("volumeSizeGb must be 0 (local disk) or at least 10 (Hetzner's minimum)")
-        return self
+        return value
 
 
 class Restore(Model):
     source: str = Field(alias="from", pattern=GENERATION_PATTERN)
     target_time: str
+
+    @field_validator("target_time")
+    @classmethod
+    def _target_time(cls, value: str) -> str:
+        if value != "latest":
+            parse_target_time(value)
+        return value
 
     def target(self) -> dt.datetime | None:
         """The recovery target, or None for `latest` (replay the whole archive)."""
@@ -176,17 +211,12 @@ def parse_target_time(value: str) -> dt.datetime:
 class Cluster(Model):
     """One generation of the database: a primary, its replicas, and where its data comes from."""
 
-    primary_ip: IPv4
+    # Hetzner: required (config.rules). AWS: must stay unset, RDS picks its own addresses.
+    primary_ip: IPv4 | None = None
     replica_ips: list[IPv4] = []
     # Hetzner delete/rebuild protection. Retiring a generation: set false, up, then remove it.
     delete_protection: bool = True
     restore: Restore | None = None
-
-    @model_validator(mode="after")
-    def _restore_time(self) -> Cluster:
-        if self.restore is not None:
-            self.restore.target()
-        return self
 
 
 class Backup(Model):
@@ -252,11 +282,14 @@ class Settings(Model):
     backup: Backup | None = None
     replication: Replication = Replication()
     dns: Dns | None = None
+    aws: Aws | None = None
     sandbox: SandboxOverrides = SandboxOverrides()
     # Secrets: values are never logged or rendered; repr hides them.
     ssh_private_key: str | None = Field(default=None, repr=False)
     s3_access_key: str | None = Field(default=None, repr=False)
     s3_secret_key: str | None = Field(default=None, repr=False)
+    # target aws: the PagerDuty CloudWatch integration URL (it embeds the integration key).
+    pagerduty_endpoint: str | None = Field(default=None, repr=False)
 
     @property
     def max_connections(self) -> int:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
+from components.pgconf import MANAGED
+
+from . import aws as aws_rules
 from .errors import ConfigError
 from .model import Settings
 
@@ -18,8 +21,11 @@ ANYWHERE = {"0.0.0.0/0", "::/0"}
 def check(settings: Settings, now: dt.datetime) -> None:
     _check_clusters(settings, now)
     _check_connections(settings)
+    _check_postgresql(settings)
     if settings.target == "hetzner":
         _check_hetzner(settings)
+    else:
+        aws_rules.check(settings)
 
 
 def _check_clusters(settings: Settings, now: dt.datetime) -> None:
@@ -67,6 +73,24 @@ def _check_connections(settings: Settings) -> None:
         )
 
 
+# Where a managed setting is set instead, when the stack has a key for it.
+_MANAGED_HINTS = {
+    "max_connections": "set database.maxConnections instead",
+    "max_slot_wal_keep_size": "set replication.maxSlotWalKeepSize instead",
+    "archive_timeout": "set backup.archiveTimeoutSeconds instead",
+}
+
+
+def _check_postgresql(settings: Settings) -> None:
+    for name in settings.postgresql:
+        if name in MANAGED:
+            hint = _MANAGED_HINTS.get(name, "remove it from pgstack:postgresql")
+            raise ConfigError(
+                f"postgresql.{name}",
+                f"{name} is managed by pgstack (derived from the stack, and it always wins); {hint}",
+            )
+
+
 def _check_hetzner(settings: Settings) -> None:
     hz = settings.hetzner
     if hz is None:
@@ -85,6 +109,12 @@ def _check_hetzner(settings: Settings) -> None:
     subnet = ipaddress.ip_network(hz.subnet_cidr)
     seen: dict[str, str] = {}
     for gen, cluster in settings.clusters.items():
+        # Optional in the model only because target aws has no use for it.
+        if cluster.primary_ip is None:
+            raise ConfigError(
+                f"clusters.{gen}.primaryIp",
+                "target hetzner needs the primary's private IP, e.g. 10.0.1.5 inside hetzner.subnetCidr",
+            )
         ips = [("primaryIp", cluster.primary_ip)] + [
             (f"replicaIps[{i}]", ip) for i, ip in enumerate(cluster.replica_ips)
         ]
@@ -103,6 +133,15 @@ def _check_hetzner(settings: Settings) -> None:
         for cidr in cidrs:
             if cidr in ANYWHERE:
                 raise ConfigError(key, f"{cidr} would open PostgreSQL to the internet; use private ranges")
+    if settings.roles.humans and not settings.roles.human_cidrs:
+        # People connect from adminCidrs by default, which allowSshFromAnywhere may open.
+        for cidr in settings.admin_cidrs:
+            if cidr in ANYWHERE:
+                raise ConfigError(
+                    "roles.humanCidrs",
+                    f"is unset, so people connect to PostgreSQL from adminCidrs, which holds {cidr}: that would "
+                    "open PostgreSQL to the internet; set roles.humanCidrs to the ranges people connect from",
+                )
 
 
 def _role_cidr_keys(settings: Settings):

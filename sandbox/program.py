@@ -137,6 +137,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outs["linuxDevice"] = f"/dev/disk/by-id/scsi-0HC_Volume_{rid}"
         elif reg.type == "command:remote:Command":
             outs.update({"stdout": "", "stderr": ""})
+        elif reg.type.startswith("aws:"):
+            # What AWS computes: an ARN, the auto-name, and an RDS endpoint named after its identifier.
+            outs.setdefault("arn", f"arn:aws:mock:::{reg.name}")
+            outs.setdefault("name", f"{reg.name}-mock")
+            if reg.type == "aws:rds/instance:Instance":
+                outs["address"] = f"{unwrap(reg.inputs.get('identifier', reg.name))}.mock.rds.amazonaws.com"
+            elif reg.type == "aws:kms/key:Key":
+                outs["keyId"] = f"mock-key-{rid}"
         return outs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -197,13 +205,14 @@ def run(
 
     A ConfigError is raised before anything is registered.
     """
-    pulumi.runtime.set_all_config({k: v for k, v in raw_config.items()}, secret_keys=secret_keys or [])
-    runtime_settings.ROOT.set(None)
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=OptionsMonitor(mocks))
+    # Validate first: a refused config must leave no runtime state (and register nothing).
     settings = config.settings_from_mapping(
         raw_config, project=project, stack=stack, now=now, allow_sandbox=allow_sandbox
     )
+    pulumi.runtime.set_all_config(dict(raw_config), secret_keys=secret_keys or [])
+    runtime_settings.ROOT.set(None)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=OptionsMonitor(mocks))
 
     exported: dict[str, Any] = {}
     secret_outputs: set[str] = set()

@@ -130,6 +130,7 @@ class Rehearsal:
         self.testbed.up(str(subnet), gateway, OUTSIDER_IP)
         ep = self.testbed.start_s3()
         self.s3 = ep
+        self.testbed._ensure_ssh_key()
         keys = {
             "pgstack:sshPrivateKey": self.testbed.ssh_key.read_text(),
             "pgstack:s3AccessKey": ep.access_key,

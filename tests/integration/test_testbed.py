@@ -39,7 +39,8 @@ def bed() -> Iterator[Testbed]:
         if os.environ.get("CI", "").lower() in ("true", "1"):
             pytest.fail("the test bed needs root; CI=true, so this is a failure, not a skip")
         pytest.skip("the test bed needs root (namespaces, mounts, systemd-nspawn)")
-    tb = Testbed(log=_log)
+    # Another test bed on this machine (a rehearsal, another test run) is waited for, not torn down.
+    tb = Testbed(log=_log, lock_wait=1800)
     tb.down()  # leftovers of an earlier, aborted run
     with tb:
         tb.ensure_rootfs()
@@ -166,6 +167,16 @@ def test_reboot_brings_the_guest_back_with_its_disk(bed: Testbed) -> None:
     assert bed.ssh(ip, "test -e /run/pgs-marker").returncode == 1  # /run is fresh: a real boot
 
 
+def test_killed_guest_boots_fresh(bed: Testbed) -> None:
+    ip = IP["g-a"]
+    _ok(bed.ssh(ip, "echo ram > /run/pgs-marker"))
+    bed.kill_guest("g-a")
+    assert bed.ssh(ip, "true", timeout=30).returncode != 0  # nothing answers: the whole guest is gone
+    bed.boot_guest(GuestSpec("g-a", ip))
+    assert _ok(bed.ssh(ip, "hostname")).strip() == "g-a"
+    assert bed.ssh(ip, "test -e /run/pgs-marker").returncode == 1  # a new boot answers, not a survivor
+
+
 def test_down_leaves_nothing(bed: Testbed) -> None:
     state = json.loads(bed.state_file.read_text())
     pids = [g["pid"] for g in state["guests"].values()]
@@ -187,6 +198,8 @@ def test_down_leaves_nothing(bed: Testbed) -> None:
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists(), f"pid {pid} still exists"
     assert not bed.run_dir.exists()
+    for hierarchy in ("systemd", "unified", ""):
+        assert not Path("/sys/fs/cgroup", hierarchy, "pgstack-sandbox").exists()
     route = subprocess.run(["ip", "route", "show", OUTSIDER], capture_output=True, text=True, check=True)
     assert route.stdout.strip() == ""
     bed.down()  # idempotent: nothing left to do, and no error

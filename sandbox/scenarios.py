@@ -1,0 +1,146 @@
+"""Rehearsal scenarios beyond the deploy: `--scenario pitr`.
+
+pitr: marked rows at T0 < T1 < T2, the WAL holding T2 archived; then the stack config gets a
+new generation restored to T1 and the program runs again; the restored server must hold exactly
+the rows committed by T1, be writable, archive into its own stanza (the source stanza gets no new
+timeline), the old primary must still serve, and the DNS record must follow the cutover key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import time
+from typing import Any
+
+TABLE = "pgstack_pitr_marks"
+
+
+def run(name: str, reh) -> None:
+    if name == "pitr":
+        pitr(reh)
+    else:
+        raise SystemExit(f"unknown scenario {name!r}; known: pitr")
+
+
+def _edit(raw: dict[str, Any], key: str, fn) -> dict[str, Any]:
+    out = dict(raw)
+    value = json.loads(out[key]) if key in out else None
+    out[key] = json.dumps(fn(value))
+    return out
+
+
+def free_ip(settings) -> str:
+    used = {c.primary_ip for c in settings.clusters.values()} | {
+        ip for c in settings.clusters.values() for ip in c.replica_ips
+    }
+    subnet = ipaddress.ip_network(settings.hetzner.subnet_cidr)
+    for host in list(subnet.hosts())[9:]:
+        if str(host) not in used:
+            return str(host)
+    raise RuntimeError("no free address in the subnet")
+
+
+def state_of(reh, server: str, db: str) -> str:
+    return reh.sql(
+        server,
+        f"select count(*) || ' ' || md5(coalesce(string_agg(id || phase, ',' order by id), '')) from {TABLE}",
+        db,
+    )
+
+
+def write_marks(reh, server: str, db: str, phase: str, ids: range) -> str:
+    reh.sql(
+        server,
+        f"insert into {TABLE} select g, '{phase}' from generate_series({ids.start}, {ids.stop - 1}) g",
+        db,
+    )
+    return reh.sql(
+        server, "select to_char(clock_timestamp() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')", db
+    )
+
+
+def pitr(reh) -> dict[str, Any]:
+    s = reh.settings()
+    db = s.database.name
+    source = s.active
+    primary = s.name(source, "primary")
+    reh.sql(primary, f"create table if not exists {TABLE} (id int primary key, phase text not null)", db)
+    reh.sql(primary, f"truncate {TABLE}", db)
+    write_marks(reh, primary, db, "t0", range(1, 101))
+    time.sleep(1.5)
+    t1 = reh.sql(
+        primary, "select to_char(clock_timestamp() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')", db
+    )
+    expected = state_of(reh, primary, db)
+    time.sleep(1.5)
+    write_marks(reh, primary, db, "t2", range(101, 151))
+    reh.sql(primary, f"delete from {TABLE} where id <= 10", db)
+    after_t2 = state_of(reh, primary, db)
+    # Wait for the WAL holding T2's commit to reach the archive (archive_timeout bounds it).
+    lsn = reh.sql(primary, "select pg_current_wal_lsn()")
+    walfile = reh.sql(primary, f"select pg_walfile_name('{lsn}')")
+    deadline = time.time() + s.backup.archive_timeout_seconds + 60
+    archived = ""
+    while time.time() < deadline:
+        archived = reh.sql(primary, "select coalesce(last_archived_wal, '') from pg_stat_archiver")
+        if archived and archived >= walfile:
+            break
+        time.sleep(1)
+    reh.check("T2's WAL archived", bool(archived) and archived >= walfile, f"need {walfile}, archived {archived}")
+
+    target_gen = "g" + str(max(int(g[1:]) for g in s.clusters if g[1:].isdigit()) + 1)
+    ip = free_ip(s)
+    reh.raw = _edit(
+        reh.raw,
+        "pgstack:clusters",
+        lambda c: {**c, target_gen: {"primaryIp": ip, "restore": {"from": source, "targetTime": t1}}},
+    )
+    t_start = time.perf_counter()
+    reh.run_program(f"restore {target_gen} to T1")
+    reh.timings["pitr:up"] = time.perf_counter() - t_start
+    restored = reh.result.settings.name(target_gen, "primary")
+    got = state_of(reh, restored, db)
+    reh.check("restored server holds exactly the rows committed by T1", got == expected,
+              f"T1={t1} expected {expected}, got {got} (source now {after_t2})")  # fmt: skip
+    reh.sql(restored, f"insert into {TABLE} values (100000, 'written after restore')", db)
+    reh.check(
+        "restored server is writable",
+        reh.sql(restored, f"select count(*) from {TABLE} where id = 100000", db) == "1",
+        "",
+    )
+    reh.check(
+        "old primary still serves", state_of(reh, primary, db) == after_t2, f"{primary}: {state_of(reh, primary, db)}"
+    )
+
+    # Its WAL goes to its own stanza; the source stanza gets no new timeline.
+    reh.sql(restored, "select pg_switch_wal()")
+    time.sleep(3)
+    client = reh.testbed.s3_client()
+    bucket, path = s.backup.bucket, s.backup.repo_path.strip("/")
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{path}/archive/"):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    own = [k for k in keys if f"/archive/{s.stanza(target_gen)}/" in k]
+    src_tl2 = [k for k in keys if f"/archive/{s.stanza(source)}/" in k and "/00000002" in k]
+    reh.check(
+        "restored server archives into its own stanza", bool(own), f"{len(own)} files under {s.stanza(target_gen)}"
+    )
+    reh.check("the source stanza got no new timeline", not src_tl2, f"{src_tl2[:3]}")
+
+    # Cutover: one key.
+    reh.raw = {**reh.raw, "pgstack:active": target_gen}
+    reh.run_program(f"cutover to {target_gen}")
+    records = [
+        r
+        for r in reh.result.mocks.registrations
+        if r.type in ("hcloud:index/zoneRrset:ZoneRrset", "aws:route53/record:Record")
+    ]
+    active_ip = reh.result.outputs.get("primary_private_ip")
+    reh.check(
+        "the DNS record follows the cutover key",
+        bool(records) and all(ip in json.dumps(r.inputs) for r in records) and active_ip == ip,
+        f"records: {[r.inputs.get('records') for r in records]}, primary_private_ip={active_ip}",
+    )
+    return {"t1": t1, "expected": expected, "restored": restored, "at": dt.datetime.now(dt.UTC).isoformat()}

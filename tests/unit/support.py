@@ -1,0 +1,87 @@
+"""Helpers shared by the unit tests: mocks that remember ids, and a way to read registrations."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from typing import Any
+
+from sandbox import program
+
+SERVER = "hcloud:index/server:Server"
+NETWORK = "hcloud:index/network:Network"
+SUBNET = "hcloud:index/networkSubnet:NetworkSubnet"
+FIREWALL = "hcloud:index/firewall:Firewall"
+PLACEMENT_GROUP = "hcloud:index/placementGroup:PlacementGroup"
+SSH_KEY = "hcloud:index/sshKey:SshKey"
+PASSWORD = "random:index/randomPassword:RandomPassword"
+COMMAND = "command:remote:Command"
+
+
+def password_for(name: str, length: int) -> str:
+    """A distinctive, URL-safe password per RandomPassword, so a leak of it can be searched for."""
+    return ("Pw" + hashlib.sha256(name.encode()).hexdigest() * 2)[:length]
+
+
+class IdMocks(program.RecordingMocks):
+    """RecordingMocks that remember which resource got which id, and give every password its own value.
+
+    Ids come from a counter in registration order, which is not deterministic across runs, so
+    inputs are compared after `normalize` has replaced every id by the name of its resource.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(secret_value=password_for)
+        self.ids: dict[str, program.Registration] = {}
+
+    def provide(self, reg: program.Registration, rid: str) -> dict[str, Any]:
+        self.ids[rid] = reg
+        return super().provide(reg, rid)
+
+    def id_of(self, type_: str, name: str) -> str:
+        for rid, reg in self.ids.items():
+            if reg.type == type_ and reg.name == name:
+                return rid
+        raise KeyError(f"no {type_} named {name!r}")
+
+    def resolve(self, value: Any) -> program.Registration | None:
+        """The registration an id input (string, or a float as the mocks deliver numbers) refers to."""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None
+        if isinstance(value, float):
+            if not value.is_integer():
+                return None
+            value = int(value)
+        return self.ids.get(str(value))
+
+    def normalize(self, value: Any) -> Any:
+        if program.is_secret(value):
+            return {"secret": self.normalize(value["value"])}
+        if isinstance(value, dict):
+            return {k: self.normalize(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.normalize(v) for v in value]
+        reg = self.resolve(value)
+        return f"<id of {reg.type} {reg.name}>" if reg is not None else value
+
+
+def one(mocks: program.RecordingMocks, type_: str, name: str) -> program.Registration:
+    """The registration of `type_` named `name` (a component and its resource may share a name)."""
+    found = [r for r in mocks.registrations if r.type == type_ and r.name == name]
+    assert len(found) == 1, f"expected one {type_} named {name!r}, found {len(found)}"
+    return found[0]
+
+
+def command_text(reg: program.Registration) -> str:
+    return program.unwrap(reg.inputs["create"])
+
+
+def script_param(text: str, name: str) -> str:
+    """The value a remote command's text binds to parameter NAME (shell-quoted in the text)."""
+    marker = f"\n{name}="
+    assert marker in text, f"parameter {name} is not bound in the command text"
+    lexer = shlex.shlex(text.split(marker, 1)[1], posix=True)
+    lexer.whitespace_split = True
+    lexer.whitespace = " \t\n"
+    lexer.commenters = ""
+    return lexer.get_token() or ""
