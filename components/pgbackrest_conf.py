@@ -8,6 +8,7 @@ supports it (2.46+): only the guest knows its version.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 PG_DATA = "/var/lib/postgresql/15/main"
@@ -68,3 +69,15 @@ def render(opts: RepoOptions, stanzas: list[str], access_key: str, secret_key: s
     for stanza in stanzas:
         lines += ["", f"[{stanza}]", f"pg1-path={PG_DATA}", "pg1-socket-path=/var/run/postgresql"]
     return "\n".join(lines) + "\n"
+
+
+def recovery_target(value: str) -> str:
+    """A config target time ("latest" or ISO 8601 with a zone) in the form pgBackRest accepts.
+
+    pgBackRest wants `YYYY-MM-DD HH:MM:SS[.mmm]+HH:MM`: the time goes to UTC, and precision to
+    the millisecond (truncated, so the target never moves past a commit the user named).
+    """
+    if value == "latest":
+        return value
+    parsed = dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S.") + f"{parsed.microsecond // 1000:03d}+00:00"

@@ -11,6 +11,7 @@ from config import Settings
 from . import pgbackrest_conf, pgconf, roles_sql
 from .backup_bucket import BackupBucket, BackupBucketArgs
 from .credentials import REPLICATOR, Credentials
+from .dns_cutover import DnsCutover, DnsCutoverArgs
 from .private_network import PrivateNetwork, PrivateNetworkArgs
 from .replica_pair import Access, Backups, ReplicaPair, ReplicaPairArgs, RestoreFrom
 
@@ -112,7 +113,10 @@ def build_hetzner(settings: Settings) -> None:
             stanzas = [settings.stanza(gen)]
             if cluster.restore is not None:
                 stanzas.append(settings.stanza(cluster.restore.source))
-                restore = RestoreFrom(settings.stanza(cluster.restore.source), cluster.restore.target_time)
+                restore = RestoreFrom(
+                    settings.stanza(cluster.restore.source),
+                    pgbackrest_conf.recovery_target(cluster.restore.target_time),
+                )
             backups = Backups(
                 stanza=settings.stanza(gen),
                 config=pgbackrest_config(settings, stanzas, bucket),
@@ -153,6 +157,17 @@ def build_hetzner(settings: Settings) -> None:
             ),
         )
     active = clusters[settings.active]
+    if settings.dns is not None:
+        cutover = DnsCutover(
+            f"{settings.stack}-dns",
+            DnsCutoverArgs(
+                dns=settings.dns,
+                targets={gen: c.primary.private_ip for gen, c in clusters.items()},
+                active=settings.active,
+                record_type="A",
+            ),
+        )
+        pulumi.export("dns_name", cutover.fqdn)
     app = creds[roles.app.name]
     pulumi.export("active_cluster", settings.active)
     pulumi.export("primary_public_ip", active.primary.public_ip)

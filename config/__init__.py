@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 from pydantic import ValidationError
 
-from . import model, rules
+from . import aws, model, rules
 from .errors import ConfigError
 from .model import Settings
 
@@ -65,6 +65,7 @@ _PATTERN_HINTS = {
     model.CALENDAR_PATTERN: "write a systemd OnCalendar expression such as 'Sun *-*-* 02:00:00'",
     model.GUC_VALUE_PATTERN: "use letters, digits, spaces and _ . , : / % + - only",
     model.GUC_NAME_PATTERN: "use a PostgreSQL setting name such as work_mem",
+    **aws.PATTERN_HINTS,
 }
 
 

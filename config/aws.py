@@ -34,6 +34,21 @@ MAINTENANCE_WINDOW_PATTERN = (
     r"^(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]-"
     r"(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]$"
 )
+# How to fix a value that does not match (config/__init__.py shows these instead of the regex).
+PATTERN_HINTS = {
+    VPC_ID_PATTERN: "write the VPC's ID, e.g. vpc-0a1b2c3d4e5f60789",
+    SUBNET_ID_PATTERN: "write a subnet ID, e.g. subnet-0a1b2c3d4e5f60001",
+    SECURITY_GROUP_ID_PATTERN: "write a security group ID, e.g. sg-0a1b2c3d4e5f60010",
+    REGION_PATTERN: "write an AWS region, e.g. eu-west-2",
+    KMS_KEY_ARN_PATTERN: "write a KMS key ARN, arn:aws:kms:<region>:<account>:key/<key id> (not an alias)",
+    INSTANCE_CLASS_PATTERN: "write an RDS instance class, e.g. db.m6g.large",
+    ENGINE_VERSION_PATTERN: "pgstack runs PostgreSQL 15 on RDS: write 15, or 15.x to pin the minor version",
+    EMAIL_PATTERN: "write an email address, e.g. ops@example.com",
+    HOST_PATTERN: "write a host name or IP address",
+    SSH_USER_PATTERN: "write a Unix user name, e.g. ec2-user",
+    BACKUP_WINDOW_PATTERN: "write a daily UTC window hh:mm-hh:mm, e.g. 02:00-03:00",
+    MAINTENANCE_WINDOW_PATTERN: "write a weekly UTC window ddd:hh:mm-ddd:hh:mm, e.g. sun:04:00-sun:05:00",
+}
 # What RDS accepts as a DB instance identifier; pgstack's are {stack}-{generation}-db.
 RDS_IDENTIFIER = re.compile(r"^[a-z](?!.*--)[a-z0-9-]{0,61}[a-z0-9]$")
 

@@ -16,6 +16,7 @@ OVERRIDDEN = {
     "pgstack:sandbox.s3Port": "the local S3 listens on a high port",
     "pgstack:backup.endpoint": "object storage is moto on the bridge's gateway address",
     "pgstack:backup.region": "moto's region",
+    "pgstack:backup.archiveTimeoutSeconds": "test scale: 10 s, so archiving checks wait seconds, not a minute",
     "pgstack:sshPrivateKey": "the harness's key (the mocks connect with it)",
     "pgstack:s3AccessKey": "moto's dummy credentials",
     "pgstack:s3SecretKey": "moto's dummy credentials",
@@ -28,7 +29,7 @@ def apply(raw: dict[str, Any], s3_host: str, s3_port: int, s3_region: str, keys:
     out["pgstack:sandbox"] = json.dumps({"packageSource": "distro", "s3VerifyTls": False, "s3Port": s3_port})
     if "pgstack:backup" in out:
         backup = json.loads(out["pgstack:backup"])
-        backup.update({"endpoint": s3_host, "region": s3_region})
+        backup.update({"endpoint": s3_host, "region": s3_region, "archiveTimeoutSeconds": 10})
         out["pgstack:backup"] = json.dumps(backup)
     out.update(keys)
     return out

@@ -144,7 +144,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             if reg.type == "aws:rds/instance:Instance":
                 outs["address"] = f"{unwrap(reg.inputs.get('identifier', reg.name))}.mock.rds.amazonaws.com"
             elif reg.type == "aws:kms/key:Key":
-                outs["keyId"] = f"mock-key-{rid}"
+                outs["keyId"] = rid  # a KMS key's key_id is its id
         return outs
 
     def call(self, args: pulumi.runtime.MockCallArgs):

@@ -57,7 +57,7 @@ def write_marks(reh, server: str, db: str, phase: str, ids: range) -> str:
         db,
     )
     return reh.sql(
-        server, "select to_char(clock_timestamp() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')", db
+        server, "select to_char(clock_timestamp() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS+00:00')", db
     )
 
 
@@ -71,7 +71,7 @@ def pitr(reh) -> dict[str, Any]:
     write_marks(reh, primary, db, "t0", range(1, 101))
     time.sleep(1.5)
     t1 = reh.sql(
-        primary, "select to_char(clock_timestamp() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')", db
+        primary, "select to_char(clock_timestamp() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS+00:00')", db
     )
     expected = state_of(reh, primary, db)
     time.sleep(1.5)

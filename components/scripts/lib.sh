@@ -10,6 +10,8 @@ PG_DATA="/var/lib/postgresql/${PG_VERSION}/main"
 PG_BIN="/usr/lib/postgresql/${PG_VERSION}/bin"
 export DEBIAN_FRONTEND=noninteractive
 umask 022
+# runuser keeps the working directory; postgres may not read root's home.
+cd /
 
 log() { printf '[pgstack %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

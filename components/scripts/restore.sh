@@ -26,7 +26,7 @@ if [[ $TARGET == latest ]]; then
 else
   target_epoch=$(date -u -d "$TARGET" +%s) || die "cannot parse target time ${TARGET}"
   # The first backup that started before the target: without one the target is unreachable.
-  first_start=$(grep -o '"start":[0-9]*' <<<"$info" | head -n1 | cut -d: -f2 || true)
+  first_start=$(grep -o '"start":[0-9][0-9]*' <<<"$info" | head -n1 | cut -d: -f2 || true)
   if [[ -z $first_start || $first_start -ge $target_epoch ]]; then
     die "stanza ${SOURCE_STANZA} has no backup from before ${TARGET}; the earliest starts at $([[ -n $first_start ]] && date -u -d "@${first_start}" +%FT%TZ || echo never)"
   fi
