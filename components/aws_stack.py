@@ -122,8 +122,8 @@ def build_aws(settings: Settings) -> None:
         with_aws,
     )
 
-    creds = Credentials(f"{stack}-role", login_versions(settings))
-    role_sql = role_model(settings, creds)
+    creds = Credentials(f"{stack}-role", login_versions(settings, replicator=False))
+    role_sql = role_model(settings, creds, replicator=False)
     # The script reads the first line into PGPASSWORD; the rest is psql's input.
     roles_stdin = pulumi.Output.secret(
         pulumi.Output.all(base.master_password, role_sql).apply(lambda parts: f"{parts[0]}\n{parts[1]}")

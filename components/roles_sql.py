@@ -53,9 +53,15 @@ class RoleModel:
     replicator: Login | None = None
 
 
-def _create_role(name: str, attributes: str) -> str:
+def _create_role(name: str, attributes: str, create_only: str = "") -> str:
+    """CREATE when missing, then ALTER to the wanted state.
+
+    Attributes that only a superuser may alter (SUPERUSER, REPLICATION) go into create_only: a
+    new role gets them at creation, and the ALTER never names them, so it runs on RDS too.
+    """
+    create = f"CREATE ROLE {name} {create_only}".strip()
     return (
-        f"SELECT 'CREATE ROLE {name}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec\n"
+        f"SELECT '{create}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec\n"
         f"ALTER ROLE {name} WITH {attributes};\n"
     )
 
@@ -68,9 +74,9 @@ def render(model: RoleModel) -> str:
         "SET client_min_messages = warning;",
         "-- group roles: nobody logs in as these",
     ]
-    out.append(_create_role(owner, "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"))
-    out.append(_create_role("readonly", "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"))
-    out.append(_create_role("write", "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"))
+    # CREATE ROLE's defaults are NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION.
+    for group in (owner, "readonly", "write"):
+        out.append(_create_role(group, "NOLOGIN NOCREATEDB NOCREATEROLE"))
     out.append("GRANT readonly TO write;")
     # Without superuser (RDS), acting for the owner needs membership.
     out.append(
@@ -81,10 +87,13 @@ def render(model: RoleModel) -> str:
     out.append("-- login roles: memberships only, never direct grants, so a rotation re-grants nothing")
     logins = list(model.logins) + ([model.replicator] if model.replicator else [])
     for login in logins:
-        attrs = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT"
-        attrs += " REPLICATION" if login is model.replicator else " NOREPLICATION"
+        attrs = f"LOGIN NOCREATEDB NOCREATEROLE INHERIT CONNECTION LIMIT {login.connection_limit}"
         out.append(
-            _create_role(login.name, f"{attrs} CONNECTION LIMIT {login.connection_limit} PASSWORD '{login.verifier}'")
+            _create_role(
+                login.name,
+                f"{attrs} PASSWORD '{login.verifier}'",
+                create_only="REPLICATION" if login is model.replicator else "",
+            )
         )
         wanted = set(login.groups)
         for group in sorted(wanted):

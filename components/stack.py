@@ -26,13 +26,14 @@ def build(settings: Settings) -> None:
         build_aws(settings)
 
 
-def login_versions(settings: Settings) -> dict[str, int]:
+def login_versions(settings: Settings, replicator: bool = True) -> dict[str, int]:
     versions = {r.name: r.password_version for r in settings.roles.logins()}
-    versions[REPLICATOR] = 1
+    if replicator:
+        versions[REPLICATOR] = 1
     return versions
 
 
-def role_model(settings: Settings, creds: Credentials) -> pulumi.Output[str]:
+def role_model(settings: Settings, creds: Credentials, replicator: bool = True) -> pulumi.Output[str]:
     """The role SQL with every login's verifier filled in (a secret Output)."""
     roles = settings.roles
     owner = roles.owner
@@ -45,7 +46,8 @@ def role_model(settings: Settings, creds: Credentials) -> pulumi.Output[str]:
     ]  # fmt: skip
     # pg_basebackup -X stream opens two connections per replica; one more for a catch-up.
     replicas = max((len(c.replica_ips) for c in settings.clusters.values()), default=0)
-    names = [s[0] for s in specs] + [REPLICATOR]
+    # RDS replicates by itself and does not let its master user grant REPLICATION.
+    names = [s[0] for s in specs] + ([REPLICATOR] if replicator else [])
     verifiers = [creds[n].verifier for n in names]
 
     def render(values: list[str]) -> str:
@@ -54,8 +56,8 @@ def role_model(settings: Settings, creds: Credentials) -> pulumi.Output[str]:
             roles_sql.Login(name, limit, by_name[name], groups, act_as, log_all)
             for name, limit, groups, act_as, log_all in specs
         )
-        replicator = roles_sql.Login(REPLICATOR, 2 * max(replicas, 1) + 1, by_name[REPLICATOR], ())
-        return roles_sql.render(roles_sql.RoleModel(settings.database.name, owner, logins, replicator))
+        repl = roles_sql.Login(REPLICATOR, 2 * max(replicas, 1) + 1, by_name[REPLICATOR], ()) if replicator else None
+        return roles_sql.render(roles_sql.RoleModel(settings.database.name, owner, logins, repl))
 
     return pulumi.Output.secret(pulumi.Output.all(*verifiers).apply(render))
 

@@ -42,7 +42,8 @@ def main() -> int:
             sslmode=args.sslmode,
             connect_timeout=5,
         ) as conn:
-            rows = conn.execute(args.sql).fetchall() if args.sql else []
+            cur = conn.execute(args.sql) if args.sql else None
+            rows = cur.fetchall() if cur is not None and cur.description else []
             conn.commit()
             result.update(ok=True, rows=[list(map(str, r)) for r in rows])
     except psycopg.Error as exc:

@@ -165,12 +165,16 @@ class Rehearsal:
         assert self.result is not None
         return self.result.settings
 
-    def password(self, role: str) -> str:
-        match = [v for k, v in self.passwords.items() if k.startswith(f"{self.stack}-role-{role}/")]
-        if not match:
-            raise KeyError(f"no password generated for role {role}")
-        # The latest version wins: keepers hold the version, and a rotation adds a new entry.
-        return match[-1]
+    def password(self, role: str, version: int | None = None) -> str:
+        """The generated password of a login role, at its current (or a given) version."""
+        if version is None:
+            logins = {r.name: r.password_version for r in self.settings().roles.logins()}
+            version = logins.get(role, 1)
+        keepers = json.dumps({"role": role, "version": str(version)}, sort_keys=True)
+        key = f"{self.stack}-role-{role}/{keepers}"
+        if key not in self.passwords:
+            raise KeyError(f"no password generated for role {role} version {version}")
+        return self.passwords[key]
 
     def probe(self, where: str, host: str, user: str, password: str, dbname: str, sql: str = "select 1",
               sslmode: str = "prefer") -> dict[str, Any]:  # fmt: skip
@@ -185,6 +189,16 @@ class Rehearsal:
             return json.loads(res.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
             return {"tcp": False, "ok": False, "sqlstate": None, "message": f"probe failed: {res.stderr[-500:]}"}
+
+    def as_role(self, role: str, sql: str, db: str | None = None, where: str | None = None,
+                password: str | None = None, host: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Run one statement as a login role over the network, from inside the private network."""
+        s = self.settings()
+        active = s.clusters[s.active]
+        where = where or (s.name(s.active, "replica-1") if active.replica_ips else s.name(s.active, "primary"))
+        return self.probe(
+            where, host or active.primary_ip, role, password or self.password(role), db or s.database.name, sql
+        )
 
     def _outsider(self, argv: list[str], password: str):
         import subprocess

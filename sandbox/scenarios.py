@@ -76,19 +76,32 @@ def pitr(reh) -> dict[str, Any]:
     expected = state_of(reh, primary, db)
     time.sleep(1.5)
     write_marks(reh, primary, db, "t2", range(101, 151))
-    reh.sql(primary, f"delete from {TABLE} where id <= 10", db)
+    # The WAL file of T2's last commit: read in the same transaction, with room for the commit
+    # record itself. A later read could land in the next segment after an archive_timeout switch.
+    walfile = reh.sql(
+        primary,
+        f"delete from {TABLE} where id <= 10; select pg_walfile_name(pg_current_wal_insert_lsn() + 512)",
+        db,
+    ).splitlines()[-1]  # after psql's "DELETE 10"
     after_t2 = state_of(reh, primary, db)
-    # Wait for the WAL holding T2's commit to reach the archive (archive_timeout bounds it).
-    lsn = reh.sql(primary, "select pg_current_wal_lsn()")
-    walfile = reh.sql(primary, f"select pg_walfile_name('{lsn}')")
-    deadline = time.time() + s.backup.archive_timeout_seconds + 60
     archived = ""
+    deadline = time.time() + s.backup.archive_timeout_seconds + 30
     while time.time() < deadline:
         archived = reh.sql(primary, "select coalesce(last_archived_wal, '') from pg_stat_archiver")
         if archived and archived >= walfile:
             break
         time.sleep(1)
-    reh.check("T2's WAL archived", bool(archived) and archived >= walfile, f"need {walfile}, archived {archived}")
+    ok = bool(archived) and archived >= walfile
+    detail = f"need {walfile}, archived {archived} (archive_timeout {s.backup.archive_timeout_seconds}s)"
+    if not ok:
+        stats = reh.sql(primary, "select failed_count, last_failed_wal, last_failed_time, now() from pg_stat_archiver")
+        logs = reh.testbed.ssh(
+            reh.ip(primary),
+            "tail -n 5 /var/log/pgbackrest/*archive-push*.log; "
+            "ls /var/lib/postgresql/15/main/pg_wal/archive_status | tail -n 5",
+        ).stdout
+        detail += f"; archiver {stats}; {logs}"
+    reh.check("T2's WAL archived", ok, detail)
 
     target_gen = "g" + str(max(int(g[1:]) for g in s.clusters if g[1:].isdigit()) + 1)
     ip = free_ip(s)

@@ -129,7 +129,12 @@ for code in "${codes[@]}"; do
     *) die "stanza ${STANZA} cannot be read with this configuration (${info}); if it is a cipher error, set back the passphrase the repository was created with" ;;
   esac
 done
-as_postgres pgbackrest --stanza="$STANZA" stanza-create >/dev/null
+# stanza-create only while the stanza is missing: on a live server it would contend for the
+# archive lock with the asynchronous archiver.
+if [[ " ${codes[*]} " == *" 1 "* || " ${codes[*]} " == *" 3 "* ]]; then
+  as_postgres pgbackrest --stanza="$STANZA" stanza-create >/dev/null
+  log "created stanza ${STANZA}"
+fi
 as_postgres pgbackrest --stanza="$STANZA" check >/dev/null
 if [[ $(as_postgres pgbackrest --stanza="$STANZA" --output=json info) == *'"backup":[]'* ]]; then
   log "first full backup of ${STANZA}"

@@ -214,6 +214,7 @@ def test_ssh_from_anywhere_does_not_open_postgresql_to_humans():
     def edit(cfg):
         cfg["pgstack:adminCidrs"] = ["0.0.0.0/0"]
         cfg["pgstack:allowSshFromAnywhere"] = "true"
+        cfg["pgstack:roles"].pop("humanCidrs", None)
 
     exc = refused(edit)
     assert exc.key == "pgstack:roles.humanCidrs", exc

@@ -1,0 +1,52 @@
+"""The README's first command, as a user runs it: `python -m sandbox rehearse --stack prod --twice`.
+
+It must end with "ok": true, list the checks, and leave nothing behind: no namespace, no link,
+no mount and no process of the test bed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, require_root_or_fail
+
+pytestmark = pytest.mark.integration
+
+
+def leftovers() -> list[str]:
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [f"netns {line}" for line in netns.splitlines() if line.startswith("pgs-")]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if "pgs" in line.split(":")[1]]
+    mounts = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True).stdout
+    found += [f"mount {m}" for m in mounts.splitlines() if "pgstack-sandbox" in m]
+    procs = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    found += [f"process {p.strip()}" for p in procs.splitlines()
+              if ("systemd-nspawn" in p or "moto_tls" in p or "tcp_relay" in p) and "pgstack" in p]  # fmt: skip
+    return found
+
+
+def test_rehearse_twice_reports_ok_and_leaves_nothing(tmp_path):
+    require_root_or_fail()
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox", "rehearse", "--stack", "prod", "--twice", "--report", str(report)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(report.read_text())
+    failed = [c for c in data["checks"] if not c["ok"]]
+    assert proc.returncode == 0 and data["ok"], f"{failed}\n{data.get('error')}\n{proc.stderr[-3000:]}"
+    names = {c["name"] for c in data["checks"]}
+    assert any("28000" in n for n in names) and any("28P01" in n for n in names), names
+    assert any("second run changed nothing" in n for n in names), names
+    assert data["hosts"] and data["steps"] and all(s["ok"] for s in data["steps"])
+    assert leftovers() == []

@@ -1,0 +1,310 @@
+"""The rehearsal on real guests: the prod stack deployed by the real program, then checked.
+
+One test bed for the whole module (guests boot once); tests run in file order and later ones
+build on earlier state, the way an operator's day goes: deploy, use, re-run, reboot, restore.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from sandbox.rehearse import Rehearsal
+from sandbox.testbed import Testbed
+from tests.conftest import require_root_or_fail
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def reh():
+    require_root_or_fail()
+    testbed = Testbed(lock_wait=1800)
+    rehearsal = Rehearsal("prod", testbed)
+    try:
+        rehearsal.prepare()
+        rehearsal.run_program("first")
+        yield rehearsal
+    finally:
+        testbed.down()
+
+
+def new_checks(reh, action) -> list:
+    before = len(reh.checks)
+    action()
+    return reh.checks[before:]
+
+
+def assert_checks(checks) -> None:
+    assert checks, "no check ran"
+    failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    assert not failed, "\n".join(failed)
+
+
+def sh(reh, server: str, script: str) -> str:
+    res = reh.testbed.ssh(reh.ip(server), script)
+    assert res.returncode == 0, f"{server}: {script}\n{res.stdout}\n{res.stderr}"
+    return res.stdout.strip()
+
+
+def primary(reh) -> str:
+    s = reh.settings()
+    return s.name(s.active, "primary")
+
+
+def replica(reh) -> str:
+    s = reh.settings()
+    return s.name(s.active, "replica-1")
+
+
+def pgbr(reh, server: str, args: str) -> str:
+    stanza = reh.settings().stanza(reh.settings().active)
+    return sh(reh, server, f"runuser -u postgres -- pgbackrest --stanza={stanza} {args}")
+
+
+def backups(reh) -> list[dict]:
+    return json.loads(pgbr(reh, primary(reh), "--output=json info"))[0]["backup"]
+
+
+# ---- the deploy (local rehearsal issue) ----------------------------------------------------
+
+
+def test_every_step_ran_on_the_guests(reh):
+    names = {s["resource"] for s in reh.steps if s["ok"]}
+    for expected in ("prod-g1-primary-install", "prod-g1-primary-configure", "prod-g1-primary-roles",
+                     "prod-g1-replica-1-replica", "prod-g1-primary-pgbackrest"):  # fmt: skip
+        assert expected in names, f"{expected} did not run: {sorted(names)}"
+
+
+def test_health_checks(reh):
+    assert_checks(new_checks(reh, reh.health_checks))
+
+
+def test_report_shape(reh):
+    report = reh.report(True, None)
+    assert set(report) >= {"ok", "hosts", "steps", "checks"}
+    assert report["hosts"]["prod-g1-primary"]["private_ip"] == "10.0.1.5"
+    assert all({"resource", "seconds", "ok"} <= set(step) for step in report["steps"])
+
+
+# ---- roles (least-privilege issue) ---------------------------------------------------------
+
+
+def test_migrator_table_is_owned_by_owner_readable_and_writable(reh):
+    s = reh.settings()
+    mig = reh.as_role(s.roles.migrator.name, "create table if not exists it_owned (id serial primary key, v text)")
+    assert mig["ok"], mig
+    owner = reh.as_role(s.roles.migrator.name, "select tableowner from pg_tables where tablename = 'it_owned'")
+    assert owner["rows"] == [[s.roles.owner]], owner
+    wrote = reh.as_role(s.roles.app.name, "insert into it_owned (v) values ('app') returning id")
+    assert wrote["ok"], wrote
+    human_ro = next(h.name for h in s.roles.humans if h.access == "readonly")
+    read = reh.as_role(human_ro, "select count(*) from it_owned")
+    assert read["ok"] and read["rows"] == [["1"]], read
+    reporting = reh.as_role(s.roles.reporting.name, "select count(*) from it_owned")
+    assert reporting["ok"], reporting
+
+
+def test_readonly_cannot_insert(reh):
+    s = reh.settings()
+    human_ro = next(h.name for h in s.roles.humans if h.access == "readonly")
+    r = reh.as_role(human_ro, "insert into it_owned (v) values ('nope')")
+    assert not r["ok"] and "permission denied" in r["message"], r
+
+
+def test_write_cannot_create_table_or_become_owner(reh):
+    s = reh.settings()
+    human_rw = next(h.name for h in s.roles.humans if h.access == "write")
+    r = reh.as_role(human_rw, "create table it_forbidden (id int)")
+    assert not r["ok"] and "permission denied" in r["message"], r
+    r = reh.as_role(human_rw, f"set role {s.roles.owner}")
+    assert not r["ok"] and "permission denied" in r["message"], r
+    r = reh.as_role(human_rw, "insert into it_owned (v) values ('write role')")
+    assert r["ok"], r
+
+
+def test_migrator_can_create_pgcrypto(reh):
+    r = reh.as_role(reh.settings().roles.migrator.name, "create extension if not exists pgcrypto")
+    assert r["ok"], r
+
+
+def test_app_cannot_create_a_role(reh):
+    r = reh.as_role(reh.settings().roles.app.name, "create role it_sneaky")
+    assert not r["ok"] and "permission denied" in r["message"], r
+
+
+def test_reporting_cannot_connect_to_another_database(reh):
+    r = reh.as_role(reh.settings().roles.reporting.name, "select 1", db="postgres")
+    assert not r["ok"] and r["sqlstate"] == "28000", r
+
+
+def test_human_statements_are_logged(reh):
+    s = reh.settings()
+    human_rw = next(h.name for h in s.roles.humans if h.access == "write")
+    marker = f"it_logged_{int(time.time())}"
+    r = reh.as_role(human_rw, f"select '{marker}'")
+    assert r["ok"], r
+    log = sh(reh, primary(reh), "cat /var/log/postgresql/postgresql-15-main.log")
+    assert marker in log, f"{marker} not in the server log"
+
+
+# ---- replication (streaming replica issue) -------------------------------------------------
+
+
+def test_replica_streams_through_its_slot(reh):
+    rows = reh.sql(primary(reh), "select state, application_name from pg_stat_replication")
+    assert "streaming|prod-g1-replica-1" in rows, rows
+    slot = reh.sql(primary(reh), "select slot_name, active from pg_replication_slots")
+    assert "pgstack_prod_g1_replica_1|t" in slot, slot
+
+
+def test_replica_is_read_only_and_receives_rows(reh):
+    db = reh.settings().database.name
+    reh.sql(primary(reh), "create table if not exists it_repl (id int primary key)", db)
+    reh.sql(primary(reh), "insert into it_repl values (42) on conflict do nothing", db)
+    seen = ""
+    for _ in range(50):
+        seen = reh.sql(replica(reh), "select count(*) from it_repl where id = 42", db) if _table_on_replica(reh) else ""
+        if seen == "1":
+            break
+        time.sleep(0.2)
+    assert seen == "1", "the row written on the primary never reached the replica"
+    r = reh.as_role(reh.settings().roles.app.name, "insert into it_repl values (43)", host="10.0.1.6")
+    assert not r["ok"] and "read-only transaction" in r["message"], r
+
+
+def _table_on_replica(reh) -> bool:
+    db = reh.settings().database.name
+    return reh.sql(replica(reh), "select count(*) from pg_tables where tablename = 'it_repl'", db) == "1"
+
+
+def test_replication_from_outsider_is_refused(reh):
+    r = reh.probe("outsider", "10.0.1.5", "replicator", reh.password("replicator"), "replication")
+    assert r["tcp"] and not r["ok"] and r["sqlstate"] == "28000", r
+
+
+# ---- backups (pgBackRest issue) -------------------------------------------------------------
+
+
+def test_full_backup_listed_after_up(reh):
+    assert any(b["type"] == "full" for b in backups(reh)), backups(reh)
+
+
+def test_marker_wal_reaches_bucket_within_archive_timeout(reh):
+    s = reh.settings()
+    db = s.database.name
+    reh.sql(primary(reh), "create table if not exists it_marker (at timestamptz default now())", db)
+    reh.sql(primary(reh), "insert into it_marker default values", db)
+    walfile = reh.sql(primary(reh), "select pg_walfile_name(pg_current_wal_insert_lsn())")
+    prefix = f"{s.backup.repo_path.strip('/')}/archive/{s.stanza(s.active)}/15-1/{walfile[:16]}/{walfile}"
+    client = reh.testbed.s3_client()
+    t0 = time.time()
+    found = False
+    while time.time() - t0 < s.backup.archive_timeout_seconds + 10:
+        if client.list_objects_v2(Bucket=s.backup.bucket, Prefix=prefix).get("KeyCount", 0):
+            found = True
+            break
+        time.sleep(0.5)
+    assert found, f"{walfile} not in the bucket {time.time() - t0:.0f}s after the commit"
+
+
+def test_every_repository_file_is_encrypted(reh):
+    s = reh.settings()
+    client = reh.testbed.s3_client()
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.backup.bucket):
+        keys += [o["Key"] for o in page.get("Contents", []) if o["Size"] > 0]
+    assert len(keys) > 5, keys
+    plain = [k for k in keys if client.get_object(Bucket=s.backup.bucket, Key=k)["Body"].read(8) != b"Salted__"]
+    assert not plain, f"not encrypted: {plain[:5]}"
+
+
+def test_info_with_a_wrong_passphrase_fails(reh):
+    stanza = reh.settings().stanza(reh.settings().active)
+    res = reh.testbed.ssh(
+        reh.ip(primary(reh)),
+        f"PGBACKREST_REPO1_CIPHER_PASS=not-the-passphrase runuser -u postgres -- pgbackrest --stanza={stanza} info",
+    )
+    assert res.returncode != 0 or "error" in res.stdout.lower(), res.stdout + res.stderr
+
+
+def test_timers_exist_and_the_backup_service_makes_a_backup(reh):
+    timers = sh(reh, primary(reh), "systemctl list-timers --all --no-legend 'pgstack-*'")
+    for unit in ("pgstack-backup-full.timer", "pgstack-backup-diff.timer", "pgstack-archive-watch.timer"):
+        assert unit in timers, timers
+    before = len(backups(reh))
+    sh(reh, primary(reh), "systemctl start pgstack-backup@diff.service")
+    after = backups(reh)
+    assert len(after) == before + 1 and after[-1]["type"] == "diff", after
+    # On the replica the same unit runs and does nothing: backups belong to the primary.
+    out = sh(reh, replica(reh), "systemctl start pgstack-backup@diff.service && journalctl -u pgstack-backup@diff -n 5")
+    assert "standby" in out, out
+    assert len(backups(reh)) == before + 1
+
+
+def test_expire_honours_count_retention(reh):
+    pgbr(reh, primary(reh), "--type=full backup")
+    assert sum(b["type"] == "full" for b in backups(reh)) >= 2
+    pgbr(reh, primary(reh), "--repo1-retention-full-type=count --repo1-retention-full=1 expire")
+    fulls = [b for b in backups(reh) if b["type"] == "full"]
+    assert len(fulls) == 1, fulls
+
+
+# ---- re-runs and reboots ----------------------------------------------------------------------
+
+
+def test_second_run_changes_nothing(reh):
+    assert_checks(new_checks(reh, reh.twice))
+
+
+def test_reboot_brings_postgres_back_on_the_private_ip(reh):
+    assert_checks(new_checks(reh, reh.reboot_checks))
+
+
+def test_password_rotation(reh):
+    s = reh.settings()
+    role = s.roles.reporting.name
+    old = reh.password(role)
+    raw = dict(reh.raw)
+    roles = json.loads(raw["pgstack:roles"])
+    roles["reporting"]["passwordVersion"] = roles["reporting"].get("passwordVersion", 1) + 1
+    raw["pgstack:roles"] = json.dumps(roles)
+    reh.raw = raw
+    reh.run_program("rotate reporting")
+    new = reh.password(role)
+    assert new != old
+    assert reh.as_role(role, "select 1", password=new)["ok"]
+    r = reh.as_role(role, "select 1", password=old)
+    assert not r["ok"] and r["sqlstate"] == "28P01", r
+    # Memberships, not grants: the rotated role still reads.
+    assert reh.as_role(role, "select count(*) from it_owned")["ok"]
+
+
+def test_app_migrations_switch_both_ways(reh):
+    s = reh.settings()
+    app = s.roles.app.name
+    assert s.roles.app.runs_migrations, "prod runs migrations as the app (seed 000)"
+    r = reh.as_role(app, "alter table it_owned add column if not exists by_app text")
+    assert r["ok"], r
+    raw = dict(reh.raw)
+    roles = json.loads(raw["pgstack:roles"])
+    roles["app"]["runsMigrations"] = False
+    raw["pgstack:roles"] = json.dumps(roles)
+    reh.raw = raw
+    reh.run_program("app without migrations")
+    r = reh.as_role(app, "alter table it_owned add column if not exists by_app2 text")
+    assert not r["ok"] and "must be owner" in r["message"], r
+    r = reh.as_role(app, "drop table it_owned")
+    assert not r["ok"] and "must be owner" in r["message"], r
+    assert reh.as_role(app, "insert into it_owned (v) values ('still writes')")["ok"]
+
+
+# ---- point-in-time restore by config (PITR issue) ---------------------------------------------
+
+
+def test_pitr_scenario(reh):
+    from sandbox import scenarios
+
+    assert_checks(new_checks(reh, lambda: scenarios.pitr(reh)))
