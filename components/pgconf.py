@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 PG_VERSION = 15
+TLS_DIR = f"/etc/postgresql/{PG_VERSION}/main"
 
 DEFAULTS: dict[str, str] = {
     "port": "5432",
@@ -50,7 +51,8 @@ MANAGED = frozenset(
         "listen_addresses", "port", "password_encryption", "cluster_name", "max_connections", "wal_level",
         "archive_mode", "archive_command", "archive_timeout", "restore_command", "hot_standby",
         "max_wal_senders", "max_replication_slots", "max_slot_wal_keep_size", "primary_conninfo",
-        "primary_slot_name", "ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file", "data_directory",
+        "primary_slot_name", "ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_min_protocol_version",
+        "data_directory",
         "hba_file", "ident_file", "unix_socket_directories", "recovery_target_time", "recovery_target_action",
         "wal_log_hints", "log_statement",
     }
@@ -69,6 +71,8 @@ class ServerConf:
     replica_slots: int = 0
     max_slot_wal_keep_size: str = "10GB"
     overrides: dict[str, str] = field(default_factory=dict)
+    # TLS files written by the tls step; client and replication traffic then needs TLS.
+    tls: bool = False
     # Set on replicas: where to stream from and through which slot.
     primary_host: str | None = None
     primary_slot_name: str | None = None
@@ -106,12 +110,24 @@ def managed_settings(conf: ServerConf) -> dict[str, str]:
         )
     else:
         settings["archive_mode"] = "off"
+    if conf.tls:
+        settings.update(
+            {
+                "ssl": "on",
+                "ssl_cert_file": f"'{TLS_DIR}/pgstack-server.crt'",
+                "ssl_key_file": f"'{TLS_DIR}/pgstack-server.key'",
+                "ssl_ca_file": f"'{TLS_DIR}/pgstack-ca.crt'",
+                "ssl_min_protocol_version": "'TLSv1.2'",
+            }
+        )
     if conf.primary_host:
         # No password here: it lives in a 0600 .pgpass (postgresql.auto.conf would keep it in
         # every base backup taken from this server).
         settings["primary_conninfo"] = (
             f"'host={conf.primary_host} port=5432 user=replicator passfile=/var/lib/postgresql/.pgpass "
-            f"application_name={conf.cluster_name}'"
+            f"application_name={conf.cluster_name}"
+            + (f" sslmode=verify-ca sslrootcert={TLS_DIR}/pgstack-ca.crt" if conf.tls else "")
+            + "'"
         )
         settings["primary_slot_name"] = f"'{conf.primary_slot_name}'"
     return settings

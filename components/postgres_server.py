@@ -15,6 +15,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from . import remote
+from .certificate_authority import CertificateAuthority, ServerCertificate, ServerCertificateArgs
 from .private_network import PrivateNetwork
 
 # Inputs whose change would make Hetzner rebuild the server and lose its disk: a running
@@ -36,6 +37,8 @@ class PostgresServerArgs:
     volume_size_gb: int = 0
     delete_protection: bool = True
     labels: dict[str, str] = field(default_factory=dict)
+    # The stack CA that signs this server's certificate (TLS for clients and replication).
+    tls: CertificateAuthority | None = None
     # How the data directory gets its data when it is not a fresh primary: a base backup of the
     # primary (replica) or a point-in-time restore (restored generation). Runs once in the
     # server's life: create-only, and guarded in the script.
@@ -107,13 +110,24 @@ class PostgresServer(pulumi.ComponentResource):
             self,
             [install, *([self.volume] if self.volume else [])],
         )
+        before_configure: list[pulumi.Resource] = [cluster]
+        if args.tls is not None:
+            cert = ServerCertificate(
+                f"{name}-certificate",
+                ServerCertificateArgs(ca=args.tls, common_name=name, ip_addresses=[args.private_ip]),
+                pulumi.ResourceOptions(parent=self),
+            )
+            bundle = pulumi.Output.all(cert.key_pem, cert.cert_pem, args.tls.cert_pem).apply(
+                lambda pems: "".join(p if p.endswith("\n") else p + "\n" for p in pems)
+            )
+            before_configure = [remote.step(f"{name}-tls", self.ssh, "tls", pg, self, [cluster], stdin=bundle)]
         self.configure = remote.step(
             f"{name}-configure",
             self.ssh,
             "configure",
             {**pg, "PG_CONF": args.pg_conf, "HBA_CONF": args.hba_conf},
             self,
-            [cluster],
+            before_configure,
         )
         self.ready: pulumi.Resource = self.configure
         if args.bootstrap is not None:

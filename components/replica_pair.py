@@ -66,20 +66,23 @@ def slot_name(server_name: str) -> str:
     return "pgstack_" + server_name.replace("-", "_")
 
 
-def hba_rules(access: Access, replica_ips: list[str]) -> list[HbaRule]:
+def hba_rules(access: Access, replica_ips: list[str], tls: bool = True) -> list[HbaRule]:
+    """Network rules are hostssl: a plain connection from the network matches no line."""
+    kind = "hostssl" if tls else "host"
     rules = pghba.base_rules()
     for role, cidrs in access.rules:
         for cidr in cidrs:
-            rules.append(HbaRule("host", access.database, role, cidr, "scram-sha-256", f"{role} from {cidr}"))
+            rules.append(HbaRule(kind, access.database, role, cidr, "scram-sha-256", f"{role} from {cidr}"))
     for ip in replica_ips:
-        rules.append(HbaRule("host", "replication", REPLICATOR, f"{ip}/32", "scram-sha-256", f"replica {ip}"))
+        rules.append(HbaRule(kind, "replication", REPLICATOR, f"{ip}/32", "scram-sha-256", f"replica {ip}"))
     return rules
 
 
 class ReplicaPair(pulumi.ComponentResource):
     def __init__(self, name: str, args: ReplicaPairArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pgstack:replica_pair:ReplicaPair", name, None, opts)
-        hba = pghba.render(hba_rules(args.access, args.replica_ips))
+        tls = args.server.get("tls") is not None
+        hba = pghba.render(hba_rules(args.access, args.replica_ips, tls=tls))
         backups = args.backups
         stanza = backups.stanza if backups else None
 
@@ -93,6 +96,7 @@ class ReplicaPair(pulumi.ComponentResource):
                 archive_timeout_seconds=backups.archive_timeout_seconds if backups else 60,
                 primary_host=primary_ip,
                 primary_slot_name=slot_name(server_name) if primary_ip else None,
+                tls=tls,
             )
             return PostgresServer(
                 server_name,

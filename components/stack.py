@@ -10,6 +10,7 @@ from config import Settings
 
 from . import pgbackrest_conf, pgconf, roles_sql
 from .backup_bucket import BackupBucket, BackupBucketArgs
+from .certificate_authority import CertificateAuthority
 from .credentials import REPLICATOR, Credentials
 from .dns_cutover import DnsCutover, DnsCutoverArgs
 from .private_network import PrivateNetwork, PrivateNetworkArgs
@@ -79,6 +80,9 @@ def build_hetzner(settings: Settings) -> None:
     )
     creds = Credentials(f"{settings.stack}-role", login_versions(settings))
     role_sql = role_model(settings, creds)
+    ca = CertificateAuthority(f"{settings.stack}-ca", f"pgstack {settings.stack} PostgreSQL CA")
+    # Clients verify the servers with this (sslmode=verify-ca or verify-full with sslrootcert).
+    pulumi.export("ca_certificate", ca.cert_pem)
     roles = settings.roles
     access = Access(
         database=settings.database.name,
@@ -139,6 +143,7 @@ def build_hetzner(settings: Settings) -> None:
                     "volume_size_gb": hz.volume_size_gb,
                     "package_source": settings.sandbox.package_source,
                     "delete_protection": cluster.delete_protection,
+                    "tls": ca,
                     "labels": {**labels, "pgstack-cluster": gen},
                 },
                 network=network,

@@ -15,6 +15,7 @@ import pulumi
 from pydantic import ValidationError
 
 from . import aws, model, rules
+from .backup_catalog import BackupCatalog, S3BackupCatalog
 from .errors import ConfigError
 from .model import Settings
 
@@ -69,15 +70,52 @@ _PATTERN_HINTS = {
 }
 
 
-def load_settings(now: dt.datetime | None = None, allow_sandbox: bool = False) -> Settings:
-    """Read every `pgstack:*` key of the running stack and validate them as one object."""
+def load_settings(
+    now: dt.datetime | None = None, allow_sandbox: bool = False, catalog: BackupCatalog | None = None
+) -> Settings:
+    """Read every `pgstack:*` key of the running stack and validate them as one object.
+
+    Restores are also checked against the backups in the bucket (`catalog`, or the stack's own
+    bucket on a real run with S3 keys); under Pulumi mocks or without keys a note says they were not.
+    """
     raw = {k: v for k, v in _all_config().items() if k.startswith(f"{NAMESPACE}:")}
-    return settings_from_mapping(
+    now = now or dt.datetime.now(dt.UTC)
+    settings = settings_from_mapping(
         raw,
         project=pulumi.get_project(),
         stack=pulumi.get_stack(),
         now=now,
         allow_sandbox=allow_sandbox or _sandbox_enabled(),
+        catalog=catalog,
+    )
+    if catalog is None:
+        _check_restore_windows_in_bucket(settings, now)
+    return settings
+
+
+def _under_mocks() -> bool:
+    """True unless a real engine runs the program (mocks, or no engine at all)."""
+    from pulumi.runtime import settings as runtime_settings
+    from pulumi.runtime.mocks import MockMonitor
+
+    monitor = runtime_settings.get_monitor()
+    return monitor is None or isinstance(monitor, MockMonitor)
+
+
+def _check_restore_windows_in_bucket(settings: Settings, now: dt.datetime) -> None:
+    restores = sorted(gen for gen, c in settings.clusters.items() if c.restore is not None)
+    if settings.target != "hetzner" or settings.backup is None or not restores:
+        return
+    if _under_mocks():
+        why = "running under Pulumi mocks"
+    elif not (settings.s3_access_key and settings.s3_secret_key):
+        why = "pgstack:s3AccessKey/s3SecretKey are not set"
+    else:
+        rules.check_restore_windows(settings, S3BackupCatalog.for_settings(settings), now)
+        return
+    pulumi.log.info(
+        f"pgstack: backup window of {', '.join(f'clusters.{g}.restore' for g in restores)} not checked ({why}); "
+        "the restore step on the server checks it"
     )
 
 
@@ -107,7 +145,9 @@ def settings_from_mapping(
     stack: str,
     now: dt.datetime | None = None,
     allow_sandbox: bool = False,
+    catalog: BackupCatalog | None = None,
 ) -> Settings:
+    """Validate `pgstack:*` values; with a `catalog`, restores are checked against its backups too."""
     values: dict[str, Any] = {}
     for full_key, value in raw.items():
         ns, _, key = full_key.partition(":")
@@ -129,7 +169,10 @@ def settings_from_mapping(
         settings = Settings.model_validate({**values, "project": project, "stack": stack})
     except ValidationError as exc:
         raise _config_error(exc) from None
-    rules.check(settings, now or dt.datetime.now(dt.UTC))
+    now = now or dt.datetime.now(dt.UTC)
+    rules.check(settings, now)
+    if catalog is not None:
+        rules.check_restore_windows(settings, catalog, now)
     return settings
 
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from typing import TYPE_CHECKING
 
 from components.pgconf import MANAGED
 
 from . import aws as aws_rules
 from .errors import ConfigError
 from .model import Settings
+
+if TYPE_CHECKING:
+    from .backup_catalog import BackupCatalog
 
 ANYWHERE = {"0.0.0.0/0", "::/0"}
 
@@ -48,8 +52,10 @@ def _check_clusters(settings: Settings, now: dt.datetime) -> None:
         if source not in settings.clusters:
             raise ConfigError(
                 f"{key}.from",
-                f"source cluster {source!r} is not in clusters; a restore reads the stanza of a cluster "
-                "this stack still defines, so keep the source until the restored cluster has its own backups",
+                f"source cluster {source!r} is not in clusters; a restore reads the backups of a cluster this "
+                f"stack still defines, so keep the source until {gen} has its own full backup, then remove the "
+                f"restore block from clusters.{gen} (its restore step is create-only: removing the block never "
+                "touches the restored data) before removing the source",
             )
         target = cluster.restore.target()
         if target is not None and target > now:
@@ -60,6 +66,42 @@ def _check_clusters(settings: Settings, now: dt.datetime) -> None:
             )
     if active.restore is not None and active.restore.source not in settings.clusters:
         raise ConfigError("active", "the active cluster restores from a cluster that is gone")
+
+
+def check_restore_windows(settings: Settings, catalog: BackupCatalog, now: dt.datetime) -> None:
+    """Refuse a restore the source's backups cannot serve, asking the repository (target hetzner).
+
+    Only while the restored generation has no stanza of its own: once it exists the restore has
+    happened and its block is inert, so the stack keeps deploying after the backups that served
+    it expired. `check` runs first, so every source named here is in clusters.
+    """
+    if settings.target != "hetzner" or settings.backup is None:
+        return
+    for gen, cluster in sorted(settings.clusters.items()):
+        restore = cluster.restore
+        if restore is None or catalog.stanza_exists(settings.stanza(gen)):
+            continue
+        key = f"clusters.{gen}.restore"
+        source = settings.stanza(restore.source)
+        earliest = catalog.earliest_backup_start(source)
+        if earliest is None:
+            raise ConfigError(
+                f"{key}.from",
+                f"{restore.source} (stanza {source} in s3://{settings.backup.bucket}{settings.backup.repo_path}) "
+                f"has no backup yet; wait for the first full backup of {restore.source} (its first `up` takes "
+                "one), then run again",
+            )
+        target = restore.target()
+        if target is not None and target <= earliest:
+            age = now - earliest
+            ago = f", {age.days} d {age.seconds // 3600} h ago" if age >= dt.timedelta(0) else ""
+            raise ConfigError(
+                f"{key}.targetTime",
+                f"{restore.target_time} is before the earliest backup of {restore.source} in the repository "
+                f"(stanza {source}, started {earliest.isoformat()}{ago}); older backups have expired "
+                "(backup.retentionFullDays) or never existed. The earliest restorable time is the end of that "
+                f"backup: pick a targetTime after {earliest.isoformat()}, or 'latest'",
+            )
 
 
 def _check_connections(settings: Settings) -> None:
@@ -129,6 +171,12 @@ def _check_hetzner(settings: Settings) -> None:
             if ip in seen:
                 raise ConfigError(key, f"{ip} is already used by {seen[ip]}; every server needs its own address")
             seen[ip] = key
+        if cluster.restore is not None and settings.backup is None:
+            raise ConfigError(
+                f"clusters.{gen}.restore",
+                "a restore reads the source generation's pgBackRest backups, and this stack has no "
+                "pgstack:backup block; add it (bucket, endpoint, region), or remove the restore block",
+            )
     for key, cidrs in _role_cidr_keys(settings):
         for cidr in cidrs:
             if cidr in ANYWHERE:

@@ -18,8 +18,10 @@ def main() -> int:
     p.add_argument("--port", type=int, default=5432)
     p.add_argument("--dbname", required=True)
     p.add_argument("--user", required=True)
-    p.add_argument("--sslmode", default="prefer")
+    # require, not prefer: prefer retries without TLS after a failure and reports that second error.
+    p.add_argument("--sslmode", default="require")
     p.add_argument("--sql", default="select 1")
+    p.add_argument("--sslrootcert", default=None)
     args = p.parse_args()
     password = sys.stdin.readline().rstrip("\n")
     result: dict = {"tcp": False, "ok": False, "sqlstate": None, "message": None, "rows": None}
@@ -41,25 +43,23 @@ def main() -> int:
             password=password,
             sslmode=args.sslmode,
             connect_timeout=5,
+            **({"sslrootcert": args.sslrootcert} if args.sslrootcert else {}),
         ) as conn:
             cur = conn.execute(args.sql) if args.sql else None
             rows = cur.fetchall() if cur is not None and cur.description else []
             conn.commit()
-            result.update(ok=True, rows=[list(map(str, r)) for r in rows])
+            result.update(ok=True, rows=[list(map(str, r)) for r in rows], ssl=bool(conn.pgconn.ssl_in_use))
     except psycopg.Error as exc:
-        result["sqlstate"] = getattr(exc, "sqlstate", None) or _sqlstate_from_message(str(exc))
+        result["sqlstate"] = getattr(exc, "sqlstate", None)
+        if result["sqlstate"] is None and isinstance(exc, psycopg.OperationalError):
+            # libpq gives connection-time errors as text only: ask the server for the code.
+            from sandbox.pgwire import handshake
+
+            wire = handshake(args.host, args.port, args.user, args.dbname, password, tls=args.sslmode != "disable")
+            result["sqlstate"] = wire["sqlstate"]
         result["message"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     print(json.dumps(result))
     return 0
-
-
-def _sqlstate_from_message(message: str) -> str | None:
-    # libpq reports connection-time errors as text; map the two the checks rely on.
-    if "no pg_hba.conf entry" in message:
-        return "28000"
-    if "password authentication failed" in message:
-        return "28P01"
-    return None
 
 
 if __name__ == "__main__":

@@ -137,6 +137,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outs["linuxDevice"] = f"/dev/disk/by-id/scsi-0HC_Volume_{rid}"
         elif reg.type == "command:remote:Command":
             outs.update({"stdout": "", "stderr": ""})
+        elif reg.type == "tls:index/privateKey:PrivateKey":
+            outs["privateKeyPem"] = pulumi.Output.secret(
+                "-----BEGIN PRIVATE KEY-----\n" + self.secret_value(reg.name, 40) + "\n-----END PRIVATE KEY-----\n"
+            )
+        elif reg.type in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+            outs["certPem"] = f"-----BEGIN CERTIFICATE-----\n{reg.name}\n-----END CERTIFICATE-----\n"
+        elif reg.type == "tls:index/certRequest:CertRequest":
+            outs["certRequestPem"] = (
+                f"-----BEGIN CERTIFICATE REQUEST-----\n{reg.name}\n-----END CERTIFICATE REQUEST-----\n"
+            )
         elif reg.type.startswith("aws:"):
             # What AWS computes: an ARN, the auto-name, and an RDS endpoint named after its identifier.
             outs.setdefault("arn", f"arn:aws:mock:::{reg.name}")
@@ -200,14 +210,16 @@ def run(
     allow_sandbox: bool = False,
     secret_keys: list[str] | None = None,
     now=None,
+    catalog=None,
 ) -> RunResult:
     """Validate config and run build() under `mocks`; return once every registration finished.
 
-    A ConfigError is raised before anything is registered.
+    A ConfigError is raised before anything is registered. `catalog` (a config.backup_catalog
+    BackupCatalog) checks restores against the backups in the bucket; without one they are not.
     """
     # Validate first: a refused config must leave no runtime state (and register nothing).
     settings = config.settings_from_mapping(
-        raw_config, project=project, stack=stack, now=now, allow_sandbox=allow_sandbox
+        raw_config, project=project, stack=stack, now=now, allow_sandbox=allow_sandbox, catalog=catalog
     )
     pulumi.runtime.set_all_config(dict(raw_config), secret_keys=secret_keys or [])
     runtime_settings.ROOT.set(None)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pulumi
 
-from . import overlay, program
+from . import overlay, program, tls_provider
 from .testbed import GuestSpec, Testbed
 
 REPO = program.REPO
@@ -62,7 +62,10 @@ class RehearsalMocks(program.RecordingMocks):
         started = time.perf_counter()
         ok = False
         try:
-            if reg.type == "random:index/randomPassword:RandomPassword":
+            if reg.type.startswith(tls_provider.PREFIX):
+                real = tls_provider.provide(reg.type, inputs)
+                outs.update({k: pulumi.Output.secret(v) if k == "privateKeyPem" else v for k, v in real.items()})
+            elif reg.type == "random:index/randomPassword:RandomPassword":
                 keepers = json.dumps(inputs.get("keepers") or {}, sort_keys=True)
                 outs["result"] = pulumi.Output.secret(self._password(f"{reg.name}/{keepers}", int(inputs["length"])))
             elif reg.type == "hcloud:index/server:Server":
@@ -141,6 +144,19 @@ class Rehearsal:
     def run_program(self, label: str) -> program.RunResult:
         self.echo(f"== pulumi up ({label}) of stack {self.stack}: resources as they complete")
         mocks = RehearsalMocks(self.testbed, self.passwords, echo=self.echo)
+        catalog = None
+        s3 = getattr(self, "s3", None)
+        if s3 is not None and "pgstack:backup" in self.raw:
+            # Restores are checked against the local S3's backups, as a real run checks the bucket.
+            from config.backup_catalog import S3BackupCatalog
+            from config.model import Backup
+
+            backup = json.loads(self.raw["pgstack:backup"])
+            repo_path = backup.get("repoPath") or Backup.model_fields["repo_path"].default
+            catalog = S3BackupCatalog(
+                s3.url, backup["bucket"], repo_path, s3.access_key, s3.secret_key, verify=s3.ca_file or True,
+                region=s3.region,
+            )  # fmt: skip
         t0 = time.perf_counter()
         try:
             self.result = program.run(
@@ -149,6 +165,7 @@ class Rehearsal:
                 stack=self.stack,
                 allow_sandbox=True,
                 secret_keys=["pgstack:sshPrivateKey", "pgstack:s3AccessKey", "pgstack:s3SecretKey"],
+                catalog=catalog,
             )
         finally:
             self.steps += [dict(s, run=label) for s in mocks.steps]
@@ -177,9 +194,11 @@ class Rehearsal:
         return self.passwords[key]
 
     def probe(self, where: str, host: str, user: str, password: str, dbname: str, sql: str = "select 1",
-              sslmode: str = "prefer") -> dict[str, Any]:  # fmt: skip
+              sslmode: str = "require", sslrootcert: str | None = None) -> dict[str, Any]:  # fmt: skip
         argv = [PYTHON, "-m", "sandbox.probe", "--host", host, "--dbname", dbname, "--user", user,
                 "--sql", sql, "--sslmode", sslmode]  # fmt: skip
+        if sslrootcert:
+            argv += ["--sslrootcert", sslrootcert]
         env_argv = ["env", f"PYTHONPATH={REPO}", *argv]
         if where == "outsider":
             res = self._outsider(env_argv, password)
@@ -191,14 +210,16 @@ class Rehearsal:
             return {"tcp": False, "ok": False, "sqlstate": None, "message": f"probe failed: {res.stderr[-500:]}"}
 
     def as_role(self, role: str, sql: str, db: str | None = None, where: str | None = None,
-                password: str | None = None, host: str | None = None) -> dict[str, Any]:  # fmt: skip
+                password: str | None = None, host: str | None = None, sslmode: str = "require",
+                sslrootcert: str | None = None) -> dict[str, Any]:  # fmt: skip
         """Run one statement as a login role over the network, from inside the private network."""
         s = self.settings()
         active = s.clusters[s.active]
         where = where or (s.name(s.active, "replica-1") if active.replica_ips else s.name(s.active, "primary"))
         return self.probe(
-            where, host or active.primary_ip, role, password or self.password(role), db or s.database.name, sql
-        )
+            where, host or active.primary_ip, role, password or self.password(role), db or s.database.name, sql,
+            sslmode=sslmode, sslrootcert=sslrootcert,
+        )  # fmt: skip
 
     def _outsider(self, argv: list[str], password: str):
         import subprocess

@@ -36,7 +36,9 @@ fi
 systemctl stop "postgresql@${PG_VERSION}-main"
 find "$PG_DATA" -mindepth 1 -delete
 log "restoring ${SOURCE_STANZA} to ${TARGET}"
+t_restore=$SECONDS
 as_postgres pgbackrest --stanza="$SOURCE_STANZA" "${type_args[@]}" restore
+t_recovery=$SECONDS
 # The restored postgresql.auto.conf points restore_command at the source stanza: right for this
 # recovery; reset after promotion so the server archives and recovers with its own stanza.
 start_time=$(date -u '+%F %T')
@@ -60,4 +62,5 @@ fi
 pg_sql -c 'alter system reset restore_command' -c 'alter system reset recovery_target_time' \
   -c 'alter system reset recovery_target_action' -c 'select pg_reload_conf()' >/dev/null
 echo "restored from ${SOURCE_STANZA} to ${TARGET} at $(date -u +%FT%TZ)" | as_postgres tee "$marker" >/dev/null
+log "timing: pgbackrest restore $((t_recovery - t_restore))s, recovery and checks $((SECONDS - t_recovery))s"
 log "restored and promoted: $(grep -E 'recovery stopping|selected new timeline' <<<"$recovery_log" | tail -n 2 | tr '\n' ' ')"

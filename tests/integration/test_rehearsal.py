@@ -135,6 +135,31 @@ def test_app_cannot_create_a_role(reh):
     assert not r["ok"] and "permission denied" in r["message"], r
 
 
+def test_plain_connection_from_the_network_is_refused_and_tls_is_verified(reh, tmp_path):
+    s = reh.settings()
+    app = s.roles.app.name
+    plain = reh.as_role(app, "select 1", sslmode="disable")
+    assert plain["tcp"] and not plain["ok"] and plain["sqlstate"] == "28000", plain
+    assert "no encryption" in plain["message"], plain
+    ca = reh.result.outputs["ca_certificate"]
+    path = tmp_path / "pgstack-ca.crt"  # the probe runs host programs inside a guest's namespace
+    path.write_text(ca)
+    verified = reh.as_role(app, "select 1", sslmode="verify-full", sslrootcert=str(path))
+    assert verified["ok"] and verified["ssl"], verified
+    wrong_ca = tmp_path / "other-ca.crt"
+    wrong_ca.write_text(_other_ca())
+    refused = reh.as_role(app, "select 1", sslmode="verify-full", sslrootcert=str(wrong_ca))
+    assert not refused["ok"] and "certificate verify failed" in refused["message"], refused
+
+
+def _other_ca() -> str:
+    from sandbox import tls_provider
+
+    key = tls_provider.provide("tls:index/privateKey:PrivateKey", {"algorithm": "ECDSA"})["privateKeyPem"]
+    inputs = {"privateKeyPem": key, "isCaCertificate": True, "subject": {"commonName": "not ours"}}
+    return tls_provider.provide("tls:index/selfSignedCert:SelfSignedCert", inputs)["certPem"]
+
+
 def test_reporting_cannot_connect_to_another_database(reh):
     r = reh.as_role(reh.settings().roles.reporting.name, "select 1", db="postgres")
     assert not r["ok"] and r["sqlstate"] == "28000", r
@@ -308,3 +333,36 @@ def test_pitr_scenario(reh):
     from sandbox import scenarios
 
     assert_checks(new_checks(reh, lambda: scenarios.pitr(reh)))
+
+
+def test_restore_to_an_unreachable_target_fails_loudly_and_stays_stopped(reh):
+    """The target lies after the last archived WAL: recovery cannot reach it, and must say so."""
+    from sandbox import scenarios
+    from sandbox.rehearse import CommandFailed
+
+    s = reh.settings()
+    db = s.database.name
+    source = s.name(s.active, "primary")
+    ip_source = reh.ip(source)
+    gen = "g" + str(max(int(g[1:]) for g in s.clusters) + 1)
+    ip = scenarios.free_ip(s)
+    before = dict(reh.raw)
+    hold = "alter system set archive_command = 'false'"
+    sh(reh, source, f"runuser -u postgres -- psql -X -q -c \"{hold}\" -c 'select pg_reload_conf()'")
+    try:
+        reh.sql(source, "create table if not exists it_late (at timestamptz default now())", db)
+        reh.sql(source, "insert into it_late default values", db)
+        time.sleep(1.5)
+        target = reh.sql(source, "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS+00:00')")
+        restore = {"primaryIp": ip, "restore": {"from": s.active, "targetTime": target}}
+        reh.raw = scenarios._edit(reh.raw, "pgstack:clusters", lambda c: {**c, gen: restore})
+        with pytest.raises(CommandFailed) as failed:
+            reh.run_program(f"unreachable target {gen}")
+        assert failed.value.name == f"prod-{gen}-primary-restore"
+        assert "did NOT reach target" in str(failed.value), str(failed.value)
+        state = reh.testbed.ssh(ip, "systemctl is-active postgresql@15-main || true").stdout.strip()
+        assert state != "active", f"the failed restore left PostgreSQL {state}"
+    finally:
+        reset = "alter system reset archive_command"
+        reh.testbed.ssh(ip_source, f"runuser -u postgres -- psql -X -q -c \"{reset}\" -c 'select pg_reload_conf()'")
+        reh.raw = before

@@ -41,8 +41,8 @@ def test_rule_order_is_admin_then_roles_then_replication():
     users = [cols[2] for cols in rendered[3:]]
     assert users == ["rails", "metabase", "metabase", "gary", "replicator", "replicator"]
     assert rendered[-2:] == [
-        ["host", "replication", "replicator", "10.0.1.6/32", "scram-sha-256"],
-        ["host", "replication", "replicator", "10.0.1.7/32", "scram-sha-256"],
+        ["hostssl", "replication", "replicator", "10.0.1.6/32", "scram-sha-256"],
+        ["hostssl", "replication", "replicator", "10.0.1.7/32", "scram-sha-256"],
     ]
 
 
@@ -88,10 +88,10 @@ def prod_hba() -> dict[str, str]:
 
 def test_prod_hba_lets_the_app_in_from_the_private_subnet(prod_hba):
     for name, text in prod_hba.items():
-        assert re.search(r"^host\s+hcb_production\s+rails\s+10\.0\.1\.0/24\s+scram-sha-256\s*$", text, re.M), (
+        assert re.search(r"^hostssl\s+hcb_production\s+rails\s+10\.0\.1\.0/24\s+scram-sha-256\s*$", text, re.M), (
             f"{name}: no scram-sha-256 line for rails from 10.0.1.0/24:\n{text}"
         )
-        assert ["host", "replication", "replicator", "10.0.1.6/32", "scram-sha-256"] in lines(text), name
+        assert ["hostssl", "replication", "replicator", "10.0.1.6/32", "scram-sha-256"] in lines(text), name
 
 
 def test_prod_hba_has_no_weak_or_open_rule(prod_hba):

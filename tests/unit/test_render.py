@@ -22,7 +22,7 @@ TYPES = {
     "hcloud:index/placementGroup:PlacementGroup",
     "hcloud:index/firewall:Firewall",
 }
-HBA_APP_LINE = re.compile(r"^host\s+hcb_production\s+rails\s+10\.0\.1\.0/24\s+scram-sha-256\s*$", re.M)
+HBA_APP_LINE = re.compile(r"^hostssl\s+hcb_production\s+rails\s+10\.0\.1\.0/24\s+scram-sha-256\s*$", re.M)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,114 @@
+"""Benchmark: physical backup and restore against logical dump and restore, on ~1 GB. Prints numbers.
+
+    sudo .venv/bin/python -m benchmarks.backup_restore [--scale 70]
+
+On the rehearsal guests of the prod stack, in one run:
+- full backup time through the local S3 (pgBackRest, zstd, encrypted);
+- WAL archive backlog (.ready segments) sampled every second under a pgbench load;
+- `pg_dump -Fc` and `pg_restore` time of the same database;
+- the `up` that carries a restore block (new generation, restored to the latest point), split
+  into guest boot, install and configure, and the restore step (pgBackRest restore, then
+  recovery, promotion and verification, as the script reports them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import threading
+import time
+
+from sandbox import scenarios
+from sandbox.rehearse import Rehearsal
+from sandbox.testbed import Testbed
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--scale", type=int, default=70, help="pgbench scale: 70 is about 1 GB")
+    p.add_argument("--load-seconds", type=int, default=30)
+    args = p.parse_args()
+    testbed = Testbed(log=lambda _m: None)
+    reh = Rehearsal("prod", testbed, echo=lambda _m: None)
+    try:
+        reh.prepare()
+        reh.run_program("first")
+        s = reh.settings()
+        db, stanza = s.database.name, s.stanza(s.active)
+        primary = s.name(s.active, "primary")
+        ip = reh.ip(primary)
+
+        def on_primary(script: str) -> str:
+            res = testbed.ssh(ip, f"cd /; {script}")
+            if res.returncode != 0:
+                raise RuntimeError(f"{script}: {res.stderr[-2000:]}")
+            return res.stdout
+
+        as_pg = "runuser -u postgres --"
+        init = timed(lambda: on_primary(f"{as_pg} pgbench -q -i -s {args.scale} {db} 2>&1 | tail -n 1"))
+        size = on_primary(f"{as_pg} psql -X -At -c \"select pg_size_pretty(pg_database_size('{db}'))\"").strip()
+        backup = timed(lambda: on_primary(f"{as_pg} pgbackrest --stanza={stanza} --type=full backup"))
+
+        samples: list[int] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                out = testbed.ssh(ip, "ls /var/lib/postgresql/15/main/pg_wal/archive_status | grep -c ready || true")
+                samples.append(int(out.stdout.strip() or 0))
+                time.sleep(1)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        on_primary(f"{as_pg} pgbench -c 4 -j 2 -T {args.load_seconds} {db} > /dev/null 2>&1")
+        stop.set()
+        sampler.join()
+
+        dump = timed(lambda: on_primary(f"{as_pg} pg_dump -Fc -f /var/lib/postgresql/bench.dump {db}"))
+        on_primary(f"{as_pg} createdb bench_restore")
+        logical = timed(lambda: on_primary(f"{as_pg} pg_restore -d bench_restore /var/lib/postgresql/bench.dump"))
+        on_primary(f"{as_pg} dropdb bench_restore; rm -f /var/lib/postgresql/bench.dump")
+        on_primary(f"{as_pg} psql -X -q -c 'select pg_switch_wal()'")
+        time.sleep(s.backup.archive_timeout_seconds + 2)
+
+        gen = "g" + str(max(int(g[1:]) for g in s.clusters) + 1)
+        new_ip = scenarios.free_ip(s)
+        restore = {"primaryIp": new_ip, "restore": {"from": s.active, "targetTime": "latest"}}
+        reh.raw = scenarios._edit(reh.raw, "pgstack:clusters", lambda c: {**c, gen: restore})
+        before = len(reh.steps)
+        up = timed(lambda: reh.run_program(f"restore {gen}"))
+        steps = {st["resource"]: st["seconds"] for st in reh.steps[before:]}
+        name = s.name(gen, "primary")
+        boot = steps.get(name, 0.0)
+        prep = sum(steps.get(f"{name}-{k}", 0.0) for k in ("wait", "install", "cluster", "tls", "configure"))
+        restore_step = steps.get(f"{name}-restore", 0.0)
+        out = next(r for r in reh.result.mocks.registrations if r.name == f"{name}-restore").outputs
+        phases = re.search(r"pgbackrest restore (\d+)s, recovery and checks (\d+)s", str(out.get("stderr", "")))
+        writable = reh.sql(name, "select not pg_is_in_recovery()") == "t"
+    finally:
+        testbed.down()
+
+    print(f"database: {size} (pgbench -i -s {args.scale} in {init:.1f} s)")
+    print(f"full backup to S3 (pgBackRest, zstd, aes-256-cbc): {backup:.1f} s")
+    if samples:
+        print(
+            f"WAL archive backlog under pgbench -c 4 for {args.load_seconds} s: .ready max {max(samples)}, "
+            f"median {statistics.median(samples):.0f} ({len(samples)} samples)"
+        )
+    print(f"pg_dump -Fc: {dump:.1f} s; pg_restore: {logical:.1f} s")
+    print(f"up with a restore block (restored to latest, verified writable={writable}): {up:.1f} s")
+    print(f"  guest boot {boot:.1f} s; install and configure {prep:.1f} s; restore step {restore_step:.1f} s")
+    if phases:
+        print(f"  inside the restore step: pgBackRest restore {phases[1]} s, recovery and checks {phases[2]} s")
+    print(f"restore step vs pg_restore: {logical / restore_step:.1f}x faster" if restore_step else "")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""What the pgBackRest repository in the bucket says about restore windows, read without the passphrase.
+
+pgBackRest encrypts file contents, not names, so the layout alone answers the two questions the
+restore rules need (config/rules.py `check_restore_windows`):
+
+- does a stanza exist?  `<repoPath>/backup/<stanza>/backup.info` is written by stanza-create;
+- since when can it restore?  every backup set is a directory `<repoPath>/backup/<stanza>/<label>/`
+  whose label starts with the set's start time in the server's local time (pgstack servers run
+  UTC): `20261121-200134F` (full), `20261121-200134F_20261122-020000D` (diff), `..._...I` (incr).
+  A set is complete once its `backup.manifest` is written (a running one has only the `.copy`).
+
+Expired sets are removed by pgBackRest, so the earliest complete full set is where recovery can
+begin. How far the archived WAL reaches is not knowable cheaply here; the restore script on the
+server checks that the target was reached.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .model import Settings
+
+_STAMP = r"(\d{8}-\d{6})"
+LABEL = re.compile(rf"^{_STAMP}F(?:_{_STAMP}([DI]))?$")
+KINDS = {None: "full", "D": "diff", "I": "incr"}
+
+
+class BackupCatalog(Protocol):
+    """What the restore rules ask of a pgBackRest repository."""
+
+    def stanza_exists(self, stanza: str) -> bool: ...
+
+    def earliest_backup_start(self, stanza: str) -> dt.datetime | None: ...
+
+
+@dataclass(frozen=True)
+class BackupLabel:
+    label: str
+    kind: Literal["full", "diff", "incr"]
+    start: dt.datetime  # this set's start (UTC); for diff/incr the second stamp
+    full_start: dt.datetime  # the full set it builds on (the label's first stamp)
+
+
+def _stamp(text: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(text, "%Y%m%d-%H%M%S").replace(tzinfo=dt.UTC)
+    except ValueError:  # e.g. month 13: the regex checks the shape only
+        return None
+
+
+def parse_label(label: str) -> BackupLabel | None:
+    """A pgBackRest backup label, or None for anything else (backup.history, stray names)."""
+    m = LABEL.match(label)
+    if m is None:
+        return None
+    full_start = _stamp(m.group(1))
+    start = _stamp(m.group(2)) if m.group(2) else full_start
+    if full_start is None or start is None or start < full_start:
+        return None
+    return BackupLabel(label, KINDS[m.group(3)], start, full_start)  # type: ignore[arg-type]
+
+
+class S3BackupCatalog:
+    """BackupCatalog over the stack's bucket with boto3 (list calls only; nothing is read or written).
+
+    Failures become ConfigErrors: a store that cannot be reached names pgstack:backup.endpoint,
+    refused credentials name pgstack:s3AccessKey. A bucket that does not exist yet holds no stanza.
+    The client is made on first use, so a stack without restores never talks to the store.
+    """
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        bucket: str,
+        repo_path: str,
+        access_key: str,
+        secret_key: str,
+        verify: bool | str = True,
+        region: str = "us-east-1",
+        client_config: Any = None,
+    ):
+        self.endpoint_url = endpoint_url
+        self.bucket = bucket
+        self.root = repo_path.strip("/")
+        self._client_args = {
+            "endpoint_url": endpoint_url,
+            "region_name": region,
+            "aws_access_key_id": access_key,
+            "aws_secret_access_key": secret_key,
+            "verify": verify,
+        }
+        self._config = client_config
+        self._client: Any = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, client_config: Any = None) -> S3BackupCatalog:
+        """The catalog of the stack's own repository, reached the way its servers reach it."""
+        b = settings.backup
+        assert b is not None
+        port = settings.sandbox.s3_port
+        host = b.endpoint if port == 443 else f"{b.endpoint}:{port}"
+        return cls(
+            f"https://{host}",
+            b.bucket,
+            b.repo_path,
+            settings.s3_access_key or "",
+            settings.s3_secret_key or "",
+            verify=settings.sandbox.s3_verify_tls,
+            region=b.region,
+            client_config=client_config,
+        )
+
+    def _stanza_prefix(self, stanza: str) -> str:
+        return f"{self.root}/backup/{stanza}/" if self.root else f"backup/{stanza}/"
+
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3  # imported late: only a run that checks a restore needs it
+            from botocore.config import Config
+
+            config = Config(
+                s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=20, retries={"max_attempts": 2}
+            )
+            if self._config is not None:
+                config = config.merge(self._config)
+            self._client = boto3.client("s3", config=config, **self._client_args)
+        return self._client
+
+    def _list(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every page of list_objects_v2, or [] when the bucket does not exist (yet)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        pages: list[dict[str, Any]] = []
+        where = f"s3://{self.bucket}/{kwargs.get('Prefix', '')} at {self.endpoint_url}"
+        try:
+            token = None
+            while True:
+                page = self.client().list_objects_v2(
+                    Bucket=self.bucket, **kwargs, **({"ContinuationToken": token} if token else {})
+                )
+                pages.append(page)
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token or kwargs.get("MaxKeys"):
+                    return pages
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "NoSuchBucket":
+                return []
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"):
+                raise ConfigError(
+                    "s3AccessKey",
+                    f"the backup store refused to list {where} ({code}); set pgstack:s3AccessKey and "
+                    "pgstack:s3SecretKey to keys of the project that holds the bucket (the restore window is "
+                    "checked before anything is changed)",
+                ) from None
+            raise ConfigError(
+                "backup.endpoint",
+                f"listing {where} failed ({code or exc}); check backup.endpoint and backup.bucket",
+            ) from None
+        except BotoCoreError as exc:
+            raise ConfigError(
+                "backup.endpoint",
+                f"cannot reach the backup store to check the restore window ({exc}); check backup.endpoint and "
+                "that this machine can reach it, then run again (nothing was changed). A restore block whose "
+                "restore has happened can be removed instead (the restore step is create-only)",
+            ) from None
+
+    def stanza_exists(self, stanza: str) -> bool:
+        key = self._stanza_prefix(stanza) + "backup.info"
+        # The prefix matches backup.info and backup.info.copy: stanza-create writes both.
+        return any(page.get("KeyCount", 0) for page in self._list(Prefix=key, MaxKeys=2))
+
+    def labels(self, stanza: str) -> list[BackupLabel]:
+        """Every backup set directory of the stanza with a valid label (complete or not)."""
+        prefix = self._stanza_prefix(stanza)
+        found = []
+        for page in self._list(Prefix=prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                parsed = parse_label(common["Prefix"][len(prefix) :].rstrip("/"))
+                if parsed is not None:
+                    found.append(parsed)
+        return sorted(found, key=lambda b: (b.start, b.label))
+
+    def _complete(self, stanza: str, label: str) -> bool:
+        key = f"{self._stanza_prefix(stanza)}{label}/backup.manifest"
+        # Keys list in order, so backup.manifest comes before backup.manifest.copy.
+        return any(o["Key"] == key for page in self._list(Prefix=key, MaxKeys=1) for o in page.get("Contents", []))
+
+    def earliest_backup_start(self, stanza: str) -> dt.datetime | None:
+        """The start of the earliest complete full backup set, or None when there is none."""
+        for backup in self.labels(stanza):
+            if backup.kind == "full" and self._complete(stanza, backup.label):
+                return backup.start
+        return None
