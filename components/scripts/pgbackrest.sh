@@ -115,6 +115,22 @@ if [[ $MODE != primary ]]; then
 fi
 wait_for 60 "PostgreSQL to accept connections" as_postgres pg_isready -q
 
+# The asynchronous archiver holds the stanza's archive lock while it pushes (or retries against
+# a stanza not created yet): wait for it rather than fail on error 050.
+pgbr() {
+  local attempt out
+  for ((attempt = 0; attempt < 45; attempt++)); do
+    if out=$(as_postgres pgbackrest --stanza="$STANZA" "$@" 2>&1); then
+      printf '%s\n' "$out"
+      return 0
+    fi
+    [[ $out == *"[050]"* ]] || break
+    sleep 2
+  done
+  printf '%s\n' "$out" >&2
+  return 1
+}
+
 # The passphrase guard: a repository made with another passphrase is never overwritten or
 # mixed; the operator restores the passphrase the repository was created with.
 if ! info=$(as_postgres pgbackrest --stanza="$STANZA" --output=json info 2>&1); then
@@ -132,12 +148,12 @@ done
 # stanza-create only while the stanza is missing: on a live server it would contend for the
 # archive lock with the asynchronous archiver.
 if [[ " ${codes[*]} " == *" 1 "* || " ${codes[*]} " == *" 3 "* ]]; then
-  as_postgres pgbackrest --stanza="$STANZA" stanza-create >/dev/null
+  pgbr stanza-create >/dev/null
   log "created stanza ${STANZA}"
 fi
-as_postgres pgbackrest --stanza="$STANZA" check >/dev/null
+pgbr check >/dev/null
 if [[ $(as_postgres pgbackrest --stanza="$STANZA" --output=json info) == *'"backup":[]'* ]]; then
   log "first full backup of ${STANZA}"
-  as_postgres pgbackrest --stanza="$STANZA" --type=full backup
+  pgbr --type=full backup >/dev/null
 fi
 log "stanza ${STANZA}: $(as_postgres pgbackrest --stanza="$STANZA" info | grep -c 'full backup:') full backup(s)"

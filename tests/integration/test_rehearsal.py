@@ -13,6 +13,7 @@ import pytest
 
 from sandbox.rehearse import Rehearsal
 from sandbox.testbed import Testbed
+from tests.conftest import REPO as REPO_ROOT
 from tests.conftest import require_root_or_fail
 
 pytestmark = pytest.mark.integration
@@ -210,6 +211,59 @@ def test_replication_from_outsider_is_refused(reh):
     assert r["tcp"] and not r["ok"] and r["sqlstate"] == "28000", r
 
 
+def test_dead_replica_cannot_fill_the_primary_and_catches_up_from_the_archive(reh):
+    s = reh.settings()
+    db = s.database.name
+    slot = "pgstack_prod_g1_replica_1"
+    raw = dict(reh.raw)
+    raw["pgstack:replication"] = json.dumps({"maxSlotWalKeepSize": "64MB"})
+    reh.raw = raw
+    reh.run_program("slot bound 64MB")
+    assert reh.sql(primary(reh), "show max_slot_wal_keep_size") == "64MB"
+
+    sh(reh, replica(reh), "systemctl stop postgresql@15-main")
+    start = reh.sql(primary(reh), "select pg_current_wal_lsn()")
+    reh.sql(primary(reh), "create table if not exists it_bulk (id int, pad text)", db)
+    for _ in range(4):
+        reh.sql(primary(reh), "insert into it_bulk select g, repeat('x', 500) from generate_series(1, 100000) g", db)
+    reh.sql(primary(reh), "checkpoint")
+    written = int(reh.sql(primary(reh), f"select pg_current_wal_lsn() - '{start}'::pg_lsn"))
+    current = reh.sql(primary(reh), "select pg_walfile_name(pg_current_wal_lsn())")
+    # Segments up to the current one are WAL still held; later names are recycled spares.
+    held = sh(reh, primary(reh), "ls /var/lib/postgresql/15/main/pg_wal | grep -E '^[0-9A-F]{24}$'").split()
+    held_bytes = 16 * 1024 * 1024 * len([f for f in held if f <= current])
+    status = reh.sql(primary(reh), f"select wal_status from pg_replication_slots where slot_name = '{slot}'")
+    assert written > 150 * 1024 * 1024, f"only {written} bytes of WAL written"
+    assert status == "lost", f"the dead replica's slot is {status}, still holding WAL"
+    assert held_bytes <= 128 * 1024 * 1024, f"pg_wal holds {held_bytes} bytes after {written} written"
+
+    # Back up: the slot lost its WAL, so the replica replays from the pgBackRest archive.
+    reh.sql(primary(reh), "insert into it_repl values (77) on conflict do nothing", db)
+    reh.sql(primary(reh), "select pg_switch_wal()")
+    sh(reh, replica(reh), "systemctl start postgresql@15-main")
+    seen = ""
+    for _ in range(120):
+        seen = reh.sql(replica(reh), "select count(*) from it_repl where id = 77", db)
+        if seen == "1":
+            break
+        time.sleep(1)
+    assert seen == "1", "the replica did not catch up from the archive"
+    log = sh(reh, replica(reh), "tail -n 200 /var/log/postgresql/postgresql-15-main.log")
+    assert "restored log file" in log, "no WAL came from the archive (restore_command)"
+
+    # The next `up` recreates the lost slot and streaming resumes through it.
+    reh.run_program("recreate the lost slot")
+    state = ""
+    for _ in range(60):
+        state = reh.sql(
+            primary(reh), f"select wal_status || ':' || active from pg_replication_slots where slot_name = '{slot}'"
+        )
+        if state == "reserved:true":
+            break
+        time.sleep(1)
+    assert state == "reserved:true", state
+
+
 # ---- backups (pgBackRest issue) -------------------------------------------------------------
 
 
@@ -366,3 +420,23 @@ def test_restore_to_an_unreachable_target_fails_loudly_and_stays_stopped(reh):
         reset = "alter system reset archive_command"
         reh.testbed.ssh(ip_source, f"runuser -u postgres -- psql -X -q -c \"{reset}\" -c 'select pg_reload_conf()'")
         reh.raw = before
+
+
+def test_promotion_after_a_clean_stop_keeps_every_committed_row(reh):
+    """Losing the primary (runbooks/promote-replica.sh). Destructive: runs last."""
+    s = reh.settings()
+    db = s.database.name
+    old, new = s.name("g1", "primary"), s.name("g1", "replica-1")
+    reh.sql(old, "create table if not exists it_promote (id int primary key)", db)
+    reh.sql(old, "insert into it_promote select generate_series(1, 1000)", db)
+    committed = reh.sql(old, "select count(*) || ':' || sum(id) from it_promote", db)
+    script = (REPO_ROOT / "runbooks" / "promote-replica.sh").read_text()
+    refused = reh.testbed.ssh(reh.ip(new), script)
+    assert refused.returncode != 0 and "still accepts connections" in refused.stderr, refused.stderr
+    sh(reh, old, "systemctl stop postgresql@15-main")
+    promoted = reh.testbed.ssh(reh.ip(new), script)
+    assert promoted.returncode == 0, promoted.stderr
+    assert reh.sql(new, "select pg_is_in_recovery()") == "f"
+    assert reh.sql(new, "select count(*) || ':' || sum(id) from it_promote", db) == committed
+    reh.sql(new, "insert into it_promote values (1001)", db)
+    assert reh.sql(new, "select count(*) from it_promote where id = 1001", db) == "1"

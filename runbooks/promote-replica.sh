@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Losing the primary: promote a streaming replica to be the new primary.
+# Run as root ON THE REPLICA:  ssh root@<replica public IP> 'bash -s' < runbooks/promote-replica.sh
+# It refuses while the old primary still accepts connections (two primaries would split the
+# data), unless FORCE=1 is set because the old primary is fenced (stopped, or cut off).
+# Backups go on in the same stanza on the new timeline: the replica already has pgBackRest and
+# the backup timers, which act on whichever server is the primary.
+set -euo pipefail
+PG_VERSION=${PG_VERSION:-15}
+cd /
+log() { printf '[promote %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+pg_sql() { runuser -u postgres -- psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+[[ $(pg_sql -c 'select pg_is_in_recovery()') == t ]] || die "this server is not a standby; nothing to promote"
+conninfo=$(pg_sql -c 'show primary_conninfo')
+old_primary=$(sed -n 's/.*host=\([^ ]*\).*/\1/p' <<<"$conninfo")
+if [[ -n $old_primary ]] && pg_isready -q -h "$old_primary" -t 3 && [[ ${FORCE:-0} != 1 ]]; then
+  die "the old primary ${old_primary} still accepts connections: stop it first, or set FORCE=1 if it is fenced"
+fi
+received=$(pg_sql -c 'select pg_last_wal_receive_lsn()')
+replayed=$(pg_sql -c 'select pg_last_wal_replay_lsn()')
+log "last WAL received ${received:-none}, replayed ${replayed}; last replayed commit at $(pg_sql -c 'select pg_last_xact_replay_timestamp()')"
+[[ $(pg_sql -c 'select pg_promote(true, 60)') == t ]] || die "promotion did not finish within 60 s"
+[[ $(pg_sql -c 'select pg_is_in_recovery()') == f ]] || die "still in recovery after promotion"
+stanza=$(sed -n 's/.*--stanza=\([^ ]*\) archive-push.*/\1/p' <<<"$(pg_sql -c 'show archive_command')")
+if [[ -n $stanza ]]; then
+  runuser -u postgres -- pgbackrest --stanza="$stanza" check >/dev/null && log "archiving to stanza ${stanza} works"
+  systemctl start --no-block pgstack-backup@full.service && log "a full backup of the new timeline has started"
+fi
+log "promoted: $(hostname) is the primary now (timeline $(pg_sql -c 'select timeline_id from pg_control_checkpoint()'))"
