@@ -78,8 +78,8 @@ def main() -> None:
         on_primary(f"{as_pg} psql -X -q -c 'select pg_switch_wal()'")
         time.sleep(s.backup.archive_timeout_seconds + 2)
 
-        gen = "g" + str(max(int(g[1:]) for g in s.clusters) + 1)
-        new_ip = scenarios.free_ip(s)
+        gen = scenarios.next_generation(reh)
+        new_ip = scenarios.free_ip(reh)
         restore = {"primaryIp": new_ip, "restore": {"from": s.active, "targetTime": "latest"}}
         reh.raw = scenarios._edit(reh.raw, "pgstack:clusters", lambda c: {**c, gen: restore})
         before = len(reh.steps)

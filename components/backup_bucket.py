@@ -5,6 +5,10 @@ checks skipped; path-style addressing). Private, and without lifecycle rules: re
 pgBackRest's job, and a lifecycle rule that deletes WAL breaks the backups that need it.
 The bucket and the passphrase outlive the servers (retainOnDelete): `pulumi destroy` of a
 server, or of the stack, never takes the backups or the key that opens them.
+
+The passphrase is generated once per stack, unless the stack adopts an existing repository
+(pgstack:backupCipherPassphrase): then that one is used. The generated one stays registered
+either way, so its value is never dropped from state by setting or unsetting the key.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class BackupBucketArgs:
     access_key: pulumi.Input[str]
     secret_key: pulumi.Input[str]
     labels: dict[str, str]
+    # An existing repository's passphrase (pgstack:backupCipherPassphrase); None: the generated one.
+    cipher_pass: pulumi.Input[str] | None = None
 
 
 class BackupBucket(pulumi.ComponentResource):
@@ -52,8 +58,8 @@ class BackupBucket(pulumi.ComponentResource):
             tags=args.labels,
             opts=pulumi.ResourceOptions.merge(retained, pulumi.ResourceOptions(provider=self.provider)),
         )
-        # pgBackRest encrypts every repository file with this (aes-256-cbc). Generated once and
-        # never regenerated: it has no keepers, and a later edit of its inputs is ignored.
+        # pgBackRest encrypts every repository file with this (aes-256-cbc), unless the stack adopts a
+        # repository. Generated once and never regenerated: no keepers, later input edits ignored.
         passphrase = random.RandomPassword(
             f"{name}-cipher",
             length=64,
@@ -66,6 +72,6 @@ class BackupBucket(pulumi.ComponentResource):
                 ),
             ),
         )
-        self.cipher_pass = pulumi.Output.secret(passphrase.result)
+        self.cipher_pass = pulumi.Output.secret(passphrase.result if args.cipher_pass is None else args.cipher_pass)
         self.repository = pulumi.Output.concat("s3://", self.bucket.bucket, args.repo_path)
         self.register_outputs({"repository": self.repository})

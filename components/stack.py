@@ -107,6 +107,11 @@ def build_hetzner(settings: Settings) -> None:
                 access_key=pulumi.Output.secret(settings.s3_access_key or ""),
                 secret_key=pulumi.Output.secret(settings.s3_secret_key or ""),
                 labels=labels,
+                cipher_pass=(
+                    pulumi.Output.secret(settings.backup_cipher_passphrase)
+                    if settings.backup_cipher_passphrase is not None
+                    else None
+                ),
             ),
         )
         pulumi.export("backup_repository", bucket.repository)

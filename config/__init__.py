@@ -50,6 +50,8 @@ KEYS: dict[str, Key] = {
     "backup": Key("object"),
     "s3AccessKey": Key("string", secret=True),
     "s3SecretKey": Key("string", secret=True),
+    # Adopt an existing pgBackRest repository: its passphrase (unset: generated once per stack).
+    "backupCipherPassphrase": Key("string", secret=True),
     "replication": Key("object"),
     "dns": Key("object"),
     "aws": Key("object"),
@@ -75,8 +77,9 @@ def load_settings(
 ) -> Settings:
     """Read every `pgstack:*` key of the running stack and validate them as one object.
 
-    Restores are also checked against the backups in the bucket (`catalog`, or the stack's own
-    bucket on a real run with S3 keys); under Pulumi mocks or without keys a note says they were not.
+    Restores, and an adopted backupCipherPassphrase, are also checked against the repository in the
+    bucket (`catalog`, or the stack's own bucket on a real run with S3 keys); under Pulumi mocks or
+    without keys a note says they were not.
     """
     raw = {k: v for k, v in _all_config().items() if k.startswith(f"{NAMESPACE}:")}
     now = now or dt.datetime.now(dt.UTC)
@@ -89,7 +92,7 @@ def load_settings(
         catalog=catalog,
     )
     if catalog is None:
-        _check_restore_windows_in_bucket(settings, now)
+        _check_against_bucket(settings, now)
     return settings
 
 
@@ -102,21 +105,30 @@ def _under_mocks() -> bool:
     return monitor is None or isinstance(monitor, MockMonitor)
 
 
-def _check_restore_windows_in_bucket(settings: Settings, now: dt.datetime) -> None:
+def _check_against_bucket(settings: Settings, now: dt.datetime) -> None:
     restores = sorted(gen for gen, c in settings.clusters.items() if c.restore is not None)
-    if settings.target != "hetzner" or settings.backup is None or not restores:
+    adopted = settings.backup_cipher_passphrase is not None
+    if settings.target != "hetzner" or settings.backup is None or not (restores or adopted):
         return
     if _under_mocks():
         why = "running under Pulumi mocks"
     elif not (settings.s3_access_key and settings.s3_secret_key):
         why = "pgstack:s3AccessKey/s3SecretKey are not set"
     else:
-        rules.check_restore_windows(settings, S3BackupCatalog.for_settings(settings), now)
+        catalog = S3BackupCatalog.for_settings(settings)
+        rules.check_backup_passphrase(settings, catalog)
+        rules.check_restore_windows(settings, catalog, now)
         return
-    pulumi.log.info(
-        f"pgstack: backup window of {', '.join(f'clusters.{g}.restore' for g in restores)} not checked ({why}); "
-        "the restore step on the server checks it"
-    )
+    if adopted:
+        pulumi.log.info(
+            f"pgstack: backupCipherPassphrase not checked against the repository ({why}); the pgbackrest step "
+            "on the server refuses a stanza it cannot read"
+        )
+    if restores:
+        pulumi.log.info(
+            f"pgstack: backup window of {', '.join(f'clusters.{g}.restore' for g in restores)} not checked "
+            f"({why}); the restore step on the server checks it"
+        )
 
 
 def _all_config() -> dict[str, Any]:
@@ -147,7 +159,7 @@ def settings_from_mapping(
     allow_sandbox: bool = False,
     catalog: BackupCatalog | None = None,
 ) -> Settings:
-    """Validate `pgstack:*` values; with a `catalog`, restores are checked against its backups too."""
+    """Validate `pgstack:*` values; with a `catalog`, restores and an adopted passphrase are checked against it."""
     values: dict[str, Any] = {}
     for full_key, value in raw.items():
         ns, _, key = full_key.partition(":")
@@ -172,6 +184,7 @@ def settings_from_mapping(
     now = now or dt.datetime.now(dt.UTC)
     rules.check(settings, now)
     if catalog is not None:
+        rules.check_backup_passphrase(settings, catalog)
         rules.check_restore_windows(settings, catalog, now)
     return settings
 

@@ -1,4 +1,4 @@
-"""What the pgBackRest repository in the bucket says about restore windows, read without the passphrase.
+"""What the pgBackRest repository in the bucket says about restore windows and its passphrase.
 
 pgBackRest encrypts file contents, not names, so the layout alone answers the two questions the
 restore rules need (config/rules.py `check_restore_windows`):
@@ -12,11 +12,18 @@ restore rules need (config/rules.py `check_restore_windows`):
 Expired sets are removed by pgBackRest, so the earliest complete full set is where recovery can
 begin. How far the archived WAL reaches is not knowable cheaply here; the restore script on the
 server checks that the target was reached.
+
+One question needs a content: does a passphrase open the stanza (config/rules.py
+`check_backup_passphrase`)? Every repository file is OpenSSL "Salted__" output: the 8-byte magic,
+an 8-byte salt, then AES-256-CBC with PKCS#7 padding under a key and IV from EVP_BytesToKey with
+SHA-1, one iteration (checked against files pgBackRest 2.45 wrote). backup.info, written by
+stanza-create, is encrypted with the repository passphrase itself and starts with `[backrest]`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -37,6 +44,43 @@ class BackupCatalog(Protocol):
     def stanza_exists(self, stanza: str) -> bool: ...
 
     def earliest_backup_start(self, stanza: str) -> dt.datetime | None: ...
+
+    def passphrase_opens(self, stanza: str, passphrase: str) -> bool | None: ...
+
+
+SALTED = b"Salted__"
+
+
+def _evp_bytes_to_key(passphrase: bytes, salt: bytes) -> tuple[bytes, bytes]:
+    """OpenSSL's EVP_BytesToKey as pgBackRest calls it: SHA-1, one iteration, a 32-byte key and 16-byte IV."""
+    derived, block = b"", b""
+    while len(derived) < 48:
+        block = hashlib.sha1(block + passphrase + salt).digest()
+        derived += block
+    return derived[:32], derived[32:48]
+
+
+def decrypt(data: bytes, passphrase: str) -> bytes | None:
+    """The plaintext of a pgBackRest repository file, or None when `passphrase` does not open it."""
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    body = data[16:]
+    if data[:8] != SALTED or not body or len(body) % 16:
+        return None  # not encrypted (a repository without a cipher), or damaged
+    key, iv = _evp_bytes_to_key(passphrase.encode(), data[8:16])
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    unpadder = padding.PKCS7(128).unpadder()
+    try:
+        return unpadder.update(decryptor.update(body) + decryptor.finalize()) + unpadder.finalize()
+    except ValueError:  # bad padding: the usual sign of a wrong key
+        return None
+
+
+def info_opens(data: bytes, passphrase: str) -> bool:
+    """Whether `passphrase` opens a backup.info (a wrong key passes the padding check 1 time in ~256)."""
+    plain = decrypt(data, passphrase)
+    return plain is not None and plain.startswith(b"[backrest]")
 
 
 @dataclass(frozen=True)
@@ -67,11 +111,12 @@ def parse_label(label: str) -> BackupLabel | None:
 
 
 class S3BackupCatalog:
-    """BackupCatalog over the stack's bucket with boto3 (list calls only; nothing is read or written).
+    """BackupCatalog over the stack's bucket with boto3 (lists, and reads backup.info; never writes).
 
     Failures become ConfigErrors: a store that cannot be reached names pgstack:backup.endpoint,
     refused credentials name pgstack:s3AccessKey. A bucket that does not exist yet holds no stanza.
-    The client is made on first use, so a stack without restores never talks to the store.
+    The client is made on first use, so a stack without restores or an adopted passphrase never talks to
+    the store.
     """
 
     def __init__(
@@ -197,4 +242,44 @@ class S3BackupCatalog:
         for backup in self.labels(stanza):
             if backup.kind == "full" and self._complete(stanza, backup.label):
                 return backup.start
+        return None
+
+    def _read(self, key: str) -> bytes | None:
+        """An object's bytes, or None when it (or the bucket) does not exist."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"s3://{self.bucket}/{key} at {self.endpoint_url}"
+        try:
+            return self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
+                return None
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"):
+                raise ConfigError(
+                    "s3AccessKey",
+                    f"the backup store refused to read {where} ({code}); set pgstack:s3AccessKey and "
+                    "pgstack:s3SecretKey to keys of the project that holds the bucket (backupCipherPassphrase is "
+                    "checked against the repository before anything is changed)",
+                ) from None
+            raise ConfigError(
+                "backup.endpoint", f"reading {where} failed ({code or exc}); check backup.endpoint and backup.bucket"
+            ) from None
+        except BotoCoreError as exc:
+            raise ConfigError(
+                "backup.endpoint",
+                f"cannot reach the backup store to check backupCipherPassphrase against the repository ({exc}); "
+                "check backup.endpoint and that this machine can reach it, then run again (nothing was changed)",
+            ) from None
+
+    def passphrase_opens(self, stanza: str, passphrase: str) -> bool | None:
+        """Whether `passphrase` opens the stanza's backup.info; None when the stanza does not exist.
+
+        Like pgBackRest, falls back to backup.info.copy when backup.info is missing.
+        """
+        prefix = self._stanza_prefix(stanza)
+        for name in ("backup.info", "backup.info.copy"):
+            data = self._read(prefix + name)
+            if data is not None:
+                return info_opens(data, passphrase)
         return None

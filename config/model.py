@@ -288,6 +288,8 @@ class Settings(Model):
     ssh_private_key: str | None = Field(default=None, repr=False)
     s3_access_key: str | None = Field(default=None, repr=False)
     s3_secret_key: str | None = Field(default=None, repr=False)
+    # Adopt an existing pgBackRest repository: its passphrase. Unset, the stack generates one.
+    backup_cipher_passphrase: str | None = Field(default=None, repr=False)
     # target aws: the PagerDuty CloudWatch integration URL (it embeds the integration key).
     pagerduty_endpoint: str | None = Field(default=None, repr=False)
 

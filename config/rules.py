@@ -30,6 +30,7 @@ def check(settings: Settings, now: dt.datetime) -> None:
         _check_hetzner(settings)
     else:
         aws_rules.check(settings)
+    _check_cipher_passphrase(settings)
 
 
 def _check_clusters(settings: Settings, now: dt.datetime) -> None:
@@ -102,6 +103,47 @@ def check_restore_windows(settings: Settings, catalog: BackupCatalog, now: dt.da
                 "(backup.retentionFullDays) or never existed. The earliest restorable time is the end of that "
                 f"backup: pick a targetTime after {earliest.isoformat()}, or 'latest'",
             )
+
+
+def check_backup_passphrase(settings: Settings, catalog: BackupCatalog) -> None:
+    """Refuse an adopted passphrase (backupCipherPassphrase) that does not open an existing stanza.
+
+    pgBackRest encrypts every repository file with the passphrase it was created with, for good:
+    with another one the servers could neither read the existing backups nor add to them. Only an
+    adopted passphrase is known here; a generated one lives in Pulumi state, and the pgbackrest
+    step on the server guards that case (it refuses a stanza it cannot read).
+    """
+    passphrase = settings.backup_cipher_passphrase
+    if settings.target != "hetzner" or settings.backup is None or passphrase is None:
+        return
+    repository = f"s3://{settings.backup.bucket}{settings.backup.repo_path}"
+    for gen in sorted(settings.clusters):
+        stanza = settings.stanza(gen)
+        if catalog.passphrase_opens(stanza, passphrase) is False:
+            raise ConfigError(
+                "backupCipherPassphrase",
+                f"does not open the existing repository {repository} (stanza {stanza}): a repository's "
+                "passphrase can never change once it exists; set the passphrase it was created with",
+            )
+
+
+def _check_cipher_passphrase(settings: Settings) -> None:
+    """The adopted passphrase's shape; messages never show it (it is a secret).
+
+    Like the other secret keys, it is inert where nothing uses it (no pgstack:backup block).
+    """
+    passphrase = settings.backup_cipher_passphrase
+    if passphrase is None or settings.backup is None:
+        return
+    key = "backupCipherPassphrase"
+    if not passphrase:
+        raise ConfigError(key, "is empty; set the repository's passphrase, or remove the key to generate one")
+    if any(ord(c) < 32 or ord(c) == 127 for c in passphrase):
+        raise ConfigError(key, "holds a line break or another control character, which pgbackrest.conf cannot hold")
+    if passphrase != passphrase.strip():
+        raise ConfigError(
+            key, "starts or ends with white space, which pgBackRest trims from pgbackrest.conf values; remove it"
+        )
 
 
 def _check_connections(settings: Settings) -> None:

@@ -73,7 +73,7 @@ _request = threading.local()
 
 
 class OptionsMonitor(MockMonitor):
-    """The stock mock monitor drops resource options; tests need parent, protect, ignoreChanges."""
+    """The stock mock monitor drops resource options; tests need parent, protect, ignoreChanges, provider."""
 
     def RegisterResource(self, request):
         _request.options = {
@@ -85,6 +85,8 @@ class OptionsMonitor(MockMonitor):
             "additionalSecretOutputs": list(request.additionalSecretOutputs),
             "dependencies": [u.split("::")[-1] for u in request.dependencies],
             "aliases": [str(a) for a in request.aliases],
+            # The explicit provider as "<urn of the provider>::<its id>", or None for the default one.
+            "provider": request.provider or None,
         }
         try:
             return super().RegisterResource(request)

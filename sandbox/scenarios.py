@@ -31,10 +31,19 @@ def _edit(raw: dict[str, Any], key: str, fn) -> dict[str, Any]:
     return out
 
 
-def free_ip(settings) -> str:
-    used = {c.primary_ip for c in settings.clusters.values()} | {
-        ip for c in settings.clusters.values() for ip in c.replica_ips
-    }
+def next_generation(reh) -> str:
+    """A generation name never used in this rehearsal: a stanza name is never reused."""
+    names = set(reh.settings().clusters)
+    names |= {n.split("-")[1] for n in reh.testbed.guests() if n.count("-") >= 2}
+    return "g" + str(max(int(g[1:]) for g in names if g[1:].isdigit()) + 1)
+
+
+def free_ip(reh) -> str:
+    """A subnet address no generation in the config and no running guest uses."""
+    settings = reh.settings()
+    used = set(reh.testbed.guests().values())
+    for c in settings.clusters.values():
+        used |= {c.primary_ip, *c.replica_ips}
     subnet = ipaddress.ip_network(settings.hetzner.subnet_cidr)
     for host in list(subnet.hosts())[9:]:
         if str(host) not in used:
@@ -103,8 +112,8 @@ def pitr(reh) -> dict[str, Any]:
         detail += f"; archiver {stats}; {logs}"
     reh.check("T2's WAL archived", ok, detail)
 
-    target_gen = "g" + str(max(int(g[1:]) for g in s.clusters if g[1:].isdigit()) + 1)
-    ip = free_ip(s)
+    target_gen = next_generation(reh)
+    ip = free_ip(reh)
     reh.raw = _edit(
         reh.raw,
         "pgstack:clusters",

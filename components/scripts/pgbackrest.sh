@@ -150,8 +150,13 @@ done
 if [[ " ${codes[*]} " == *" 1 "* || " ${codes[*]} " == *" 3 "* ]]; then
   pgbr stanza-create >/dev/null
   log "created stanza ${STANZA}"
+  result=changed
 fi
-pgbr check >/dev/null
+# check forces a WAL switch and waits for it in the archive: worth it when something changed.
+if [[ $result == changed ]]; then
+  pgbr check >/dev/null
+  log "pgbackrest check passed"
+fi
 if [[ $(as_postgres pgbackrest --stanza="$STANZA" --output=json info) == *'"backup":[]'* ]]; then
   log "first full backup of ${STANZA}"
   pgbr --type=full backup >/dev/null

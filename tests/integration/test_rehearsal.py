@@ -331,6 +331,70 @@ def test_expire_honours_count_retention(reh):
     assert len(fulls) == 1, fulls
 
 
+def test_object_store_outage_drops_wal_within_the_queue_then_rebases_backups(reh):
+    """A dead store must not fill the disk; the WAL gap must be noticed and closed by a full backup."""
+    from sandbox import scenarios
+
+    s = reh.settings()
+    db = s.database.name
+    raw = dict(reh.raw)
+    backup = json.loads(raw["pgstack:backup"])
+    backup["archivePushQueueMax"] = "64MB"
+    raw["pgstack:backup"] = json.dumps(backup)
+    reh.raw = raw
+    reh.run_program("archive queue 64MB")
+    fulls_before = [b["label"] for b in backups(reh) if b["type"] == "full"]
+
+    reh.testbed.s3_outage(True)
+    try:
+        reh.sql(primary(reh), "create table if not exists it_outage (id int, pad text)", db)
+        for _ in range(4):
+            reh.sql(
+                primary(reh), "insert into it_outage select g, repeat('y', 500) from generate_series(1, 100000) g", db
+            )
+        assert reh.sql(primary(reh), "select count(*) from it_outage", db) == "400000", "writes were refused"
+        reh.sql(primary(reh), "checkpoint")
+        current = reh.sql(primary(reh), "select pg_walfile_name(pg_current_wal_lsn())")
+        held = sh(reh, primary(reh), "ls /var/lib/postgresql/15/main/pg_wal | grep -E '^[0-9A-F]{24}$'").split()
+        held_bytes = 16 * 1024 * 1024 * len([f for f in held if f <= current])
+        assert held_bytes <= 160 * 1024 * 1024, f"pg_wal holds {held_bytes} bytes with a 64MB archive queue"
+        dropped = sh(
+            reh, primary(reh), "grep -h 'dropped WAL file' /var/log/pgbackrest/*archive-push-async.log || true"
+        )
+        assert dropped, "pgBackRest dropped no WAL: the queue bound was not reached"
+    finally:
+        reh.testbed.s3_outage(False)
+
+    out = reh.testbed.ssh(
+        reh.ip(primary(reh)), "systemctl start pgstack-archive-watch.service; journalctl -u pgstack-archive-watch -n 20"
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "WAL GAP" in out.stdout, out.stdout
+    fulls_after = [b["label"] for b in backups(reh) if b["type"] == "full"]
+    assert len(fulls_after) == len(fulls_before) + 1, (fulls_before, fulls_after)
+
+    # From the new full backup on, point-in-time recovery works again.
+    reh.sql(primary(reh), "insert into it_repl values (99) on conflict do nothing", db)
+    time.sleep(1.2)
+    target = reh.sql(primary(reh), "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS+00:00')")
+    reh.sql(primary(reh), "select pg_switch_wal()")
+    time.sleep(3)
+    gen = scenarios.next_generation(reh)
+    ip = scenarios.free_ip(reh)
+    before = dict(reh.raw)
+    reh.raw = scenarios._edit(
+        reh.raw,
+        "pgstack:clusters",
+        lambda c: {**c, gen: {"primaryIp": ip, "restore": {"from": s.active, "targetTime": target}}},
+    )
+    try:
+        reh.run_program(f"restore {gen} after the gap")
+        restored = reh.result.settings.name(gen, "primary")
+        assert reh.sql(restored, "select count(*) from it_repl where id = 99", db) == "1"
+    finally:
+        reh.raw = before
+
+
 # ---- re-runs and reboots ----------------------------------------------------------------------
 
 
@@ -398,8 +462,8 @@ def test_restore_to_an_unreachable_target_fails_loudly_and_stays_stopped(reh):
     db = s.database.name
     source = s.name(s.active, "primary")
     ip_source = reh.ip(source)
-    gen = "g" + str(max(int(g[1:]) for g in s.clusters) + 1)
-    ip = scenarios.free_ip(s)
+    gen = scenarios.next_generation(reh)
+    ip = scenarios.free_ip(reh)
     before = dict(reh.raw)
     hold = "alter system set archive_command = 'false'"
     sh(reh, source, f"runuser -u postgres -- psql -X -q -c \"{hold}\" -c 'select pg_reload_conf()'")
