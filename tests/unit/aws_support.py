@@ -10,7 +10,7 @@ from typing import Any
 from components.rds_restore import InstanceState
 from sandbox import program
 from tests.conftest import run_stack
-from tests.unit.support import IdMocks
+from tests.unit.support import IdMocks, drop_restore, set_active  # noqa: F401 - re-exported for the aws tests
 
 INSTANCE = "aws:rds/instance:Instance"
 RDS_COMPONENT = "pgstack:rds_instance:RdsInstance"
@@ -55,20 +55,6 @@ def base() -> program.RunResult:
 def add_restore(gen: str = "g2", source: str = "g1", target: str = TARGET):
     def edit(cfg: dict) -> None:
         cfg["pgstack:clusters"][gen] = {"restore": {"from": source, "targetTime": target}}
-
-    return edit
-
-
-def set_active(gen: str):
-    def edit(cfg: dict) -> None:
-        cfg["pgstack:active"] = gen
-
-    return edit
-
-
-def drop_restore(gen: str):
-    def edit(cfg: dict) -> None:
-        cfg["pgstack:clusters"][gen].pop("restore")
 
     return edit
 

@@ -85,3 +85,21 @@ def script_param(text: str, name: str) -> str:
     lexer.whitespace = " \t\n"
     lexer.commenters = ""
     return lexer.get_token() or ""
+
+
+def set_active(gen: str):
+    """A config edit: clients move to generation `gen` (the cutover key)."""
+
+    def edit(cfg: dict) -> None:
+        cfg["pgstack:active"] = gen
+
+    return edit
+
+
+def drop_restore(gen: str):
+    """A config edit: the restore block of `gen` goes (it is inert once the generation exists)."""
+
+    def edit(cfg: dict) -> None:
+        cfg["pgstack:clusters"][gen].pop("restore")
+
+    return edit

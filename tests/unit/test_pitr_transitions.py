@@ -21,7 +21,7 @@ from components import pgbackrest_conf
 from config import ConfigError
 from sandbox import program
 from tests.conftest import run_stack
-from tests.unit.support import COMMAND, PASSWORD, SERVER, IdMocks, script_param
+from tests.unit.support import COMMAND, PASSWORD, SERVER, IdMocks, drop_restore, script_param, set_active
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 TARGET = "2026-05-25T12:00:00+02:00"
@@ -39,20 +39,6 @@ def add_g2(target: str = TARGET):
             "replicaIps": ["10.0.1.8"],
             "restore": {"from": "g1", "targetTime": target},
         }
-
-    return edit
-
-
-def set_active(gen: str):
-    def edit(cfg: dict) -> None:
-        cfg["pgstack:active"] = gen
-
-    return edit
-
-
-def drop_restore(gen: str):
-    def edit(cfg: dict) -> None:
-        cfg["pgstack:clusters"][gen].pop("restore")
 
     return edit
 
