@@ -180,22 +180,26 @@ def build_hetzner(settings: Settings) -> None:
             ),
         )
         pulumi.export("dns_name", cutover.fqdn)
-    app = creds[roles.app.name]
     pulumi.export("active_cluster", settings.active)
     pulumi.export("primary_public_ip", active.primary.public_ip)
     pulumi.export("primary_private_ip", active.primary.private_ip)
     pulumi.export("replica_private_ips", [r.private_ip for r in active.replicas])
-    pulumi.export(
-        "database_url",
-        pulumi.Output.secret(
-            app.password.apply(
+
+    def url(role: str, host: str):
+        password = creds[role].password
+        return pulumi.Output.secret(
+            password.apply(
                 lambda pw: (
-                    f"postgres://{roles.app.name}:{urllib.parse.quote(pw, safe='')}@"
-                    f"{active.primary.private_ip}:5432/{settings.database.name}"
+                    f"postgres://{role}:{urllib.parse.quote(pw, safe='')}@{host}:5432/{settings.database.name}"
+                    "?sslmode=require"
                 )
             )
-        ),
-    )
+        )
+
+    pulumi.export("database_url", url(roles.app.name, active.primary.private_ip))
+    if active.replicas:
+        # Read-only by construction: a hot standby, with the reporting role (member of readonly).
+        pulumi.export("replica_database_url", url(roles.reporting.name, active.replicas[0].private_ip))
 
 
 def _endpoint(settings: Settings) -> str:

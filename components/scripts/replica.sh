@@ -14,13 +14,20 @@ passfile=/var/lib/postgresql/.pgpass
 printf '%s:5432:replication:replicator:%s\n%s:5432:postgres:replicator:%s\n' \
   "$PRIMARY_IP" "$password" "$PRIMARY_IP" "$password" | install_file 600 postgres:postgres "$passfile" >/dev/null
 
-if [[ -f "${PG_DATA}/standby.signal" && -f "${PG_DATA}/pgstack-bootstrapped" ]]; then
+if [[ -f "${PG_DATA}/pgstack-bootstrapped" ]]; then
+  if [[ ! -f "${PG_DATA}/standby.signal" ]]; then
+    # Promoted (runbooks/promote-replica.sh): it holds the only copy of recent data.
+    die "${PG_DATA} was built as a replica but has been promoted; never wiped. Declare it in the stack config (see README: Losing the primary)"
+  fi
   if ! cluster_running; then start_cluster; fi
   if in_recovery; then
     log "healthy standby already in place: left untouched"
     exit 0
   fi
-  die "${PG_DATA} was built as a replica but is no longer in recovery (promoted?); not touching it"
+  die "${PG_DATA} was built as a replica but is no longer in recovery; not touching it"
+fi
+if cluster_running && [[ $(pg_sql -c "select count(*) from pg_database where datname not in ('postgres','template0','template1')") != 0 ]]; then
+  die "this server's cluster holds databases; refusing to replace it with a base backup"
 fi
 
 wait_for 300 "the primary ${PRIMARY_IP} to accept replication connections" \

@@ -284,3 +284,11 @@ def test_ssh_private_key_reaches_commands_only_as_a_secret(prod):
         conn = reg.inputs["connection"]
         assert program.is_secret(conn), f"{reg.name}: connection is not secret"
         assert program.unwrap(conn)["privateKey"] == SECRETS["pgstack:sshPrivateKey"], reg.name
+
+
+def test_replica_database_url_is_a_secret_read_only_url():
+    result = run_stack("prod")
+    assert "replica_database_url" in result.secret_outputs, "replica_database_url must be a secret output"
+    url = result.outputs["replica_database_url"]
+    assert url.startswith("postgres://metabase:") and "@10.0.1.6:5432/hcb_production" in url, url
+    assert url.endswith("sslmode=require"), url

@@ -234,8 +234,10 @@ def test_cutover_moves_only_the_dns_record_and_the_outputs(runs):
         "primary_private_ip",
         "replica_private_ips",
         "database_url",
+        "replica_database_url",
     }
     assert after.outputs["active_cluster"] == "g2"
+    assert "@10.0.1.8:5432/" in after.outputs["replica_database_url"]
     assert after.outputs["replica_private_ips"] == ["10.0.1.8"]
     old_url, new_url = before.outputs["database_url"], after.outputs["database_url"]
     assert new_url == old_url.replace("@10.0.1.5:", "@10.0.1.7:"), "same role and password, new host"
