@@ -18,16 +18,20 @@ SERVER_VALIDITY_HOURS = 2 * 365 * 24
 EARLY_RENEWAL_HOURS = 60 * 24
 
 
+def _ecdsa_key(name: str, parent: pulumi.Resource) -> tls.PrivateKey:
+    return tls.PrivateKey(
+        name,
+        algorithm="ECDSA",
+        ecdsa_curve="P256",
+        opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["private_key_pem"]),
+    )
+
+
 class CertificateAuthority(pulumi.ComponentResource):
     def __init__(self, name: str, common_name: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pgstack:certificate_authority:CertificateAuthority", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        key = tls.PrivateKey(
-            f"{name}-key",
-            algorithm="ECDSA",
-            ecdsa_curve="P256",
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["private_key_pem"]),
-        )
+        key = _ecdsa_key(f"{name}-key", self)
         cert = tls.SelfSignedCert(
             f"{name}-cert",
             private_key_pem=key.private_key_pem,
@@ -53,12 +57,7 @@ class ServerCertificateArgs:
 class ServerCertificate(pulumi.ComponentResource):
     def __init__(self, name: str, args: ServerCertificateArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pgstack:certificate_authority:ServerCertificate", name, None, opts)
-        key = tls.PrivateKey(
-            f"{name}-key",
-            algorithm="ECDSA",
-            ecdsa_curve="P256",
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["private_key_pem"]),
-        )
+        key = _ecdsa_key(f"{name}-key", self)
         csr = tls.CertRequest(
             f"{name}-csr",
             private_key_pem=key.private_key_pem,

@@ -103,3 +103,22 @@ def drop_restore(gen: str):
         cfg["pgstack:clusters"][gen].pop("restore")
 
     return edit
+
+
+class CatalogSpy:
+    """Wraps a backup catalog and records which stanzas the program asked about."""
+
+    def __init__(self, inner):
+        self.inner, self.asked = inner, []
+
+    def stanza_exists(self, stanza):
+        self.asked.append(("exists", stanza))
+        return self.inner.stanza_exists(stanza)
+
+    def earliest_backup_start(self, stanza):
+        self.asked.append(("earliest", stanza))
+        return self.inner.earliest_backup_start(stanza)
+
+    def passphrase_opens(self, stanza, passphrase):
+        self.asked.append(("opens", stanza))
+        return self.inner.passphrase_opens(stanza, passphrase)

@@ -25,6 +25,7 @@ from config.backup_catalog import S3BackupCatalog, decrypt, info_opens
 from sandbox import program
 from tests.conftest import run_stack, stack_config
 from tests.unit.support import COMMAND, PASSWORD, IdMocks, one, password_for
+from tests.unit.support import CatalogSpy as Spy
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 BUCKET = "hcb-production-postgres"  # Pulumi.prod.yaml
@@ -193,23 +194,6 @@ def refused(edit, catalog, **kw) -> ConfigError:
     for secret in (ADOPTED, OTHER):
         assert secret not in str(info.value), "the message shows a passphrase"
     return info.value
-
-
-class Spy:
-    def __init__(self, inner):
-        self.inner, self.asked = inner, []
-
-    def stanza_exists(self, stanza):
-        self.asked.append(("exists", stanza))
-        return self.inner.stanza_exists(stanza)
-
-    def earliest_backup_start(self, stanza):
-        self.asked.append(("earliest", stanza))
-        return self.inner.earliest_backup_start(stanza)
-
-    def passphrase_opens(self, stanza, passphrase):
-        self.asked.append(("opens", stanza))
-        return self.inner.passphrase_opens(stanza, passphrase)
 
 
 def test_the_passphrase_the_repository_was_created_with_is_accepted_and_used(repo):

@@ -22,6 +22,7 @@ from config import ConfigError
 from config.backup_catalog import S3BackupCatalog, parse_label
 from sandbox import program
 from tests.conftest import run_stack, stack_config
+from tests.unit.support import CatalogSpy as Spy
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 BUCKET = "hcb-production-postgres"  # Pulumi.prod.yaml
@@ -99,21 +100,6 @@ def accepted(edit, catalog) -> program.RunResult:
     result = run_stack("prod", edit=edit, now=NOW, catalog=catalog)
     assert result.mocks.registrations, "an accepted stack registers resources"
     return result
-
-
-class Spy:
-    """Wraps a catalog and records which stanzas were asked about."""
-
-    def __init__(self, inner):
-        self.inner, self.asked = inner, []
-
-    def stanza_exists(self, stanza):
-        self.asked.append(("exists", stanza))
-        return self.inner.stanza_exists(stanza)
-
-    def earliest_backup_start(self, stanza):
-        self.asked.append(("earliest", stanza))
-        return self.inner.earliest_backup_start(stanza)
 
 
 # --- labels ---------------------------------------------------------------------------------------
