@@ -19,9 +19,8 @@ import statistics
 import threading
 import time
 
+from benchmarks import deployed
 from sandbox import scenarios
-from sandbox.rehearse import Rehearsal
-from sandbox.testbed import Testbed
 
 
 def timed(fn) -> float:
@@ -35,11 +34,8 @@ def main() -> None:
     p.add_argument("--scale", type=int, default=70, help="pgbench scale: 70 is about 1 GB")
     p.add_argument("--load-seconds", type=int, default=30)
     args = p.parse_args()
-    testbed = Testbed(log=lambda _m: None)
-    reh = Rehearsal("prod", testbed, echo=lambda _m: None)
-    try:
-        reh.prepare()
-        reh.run_program("first")
+    with deployed("prod") as reh:
+        testbed = reh.testbed
         s = reh.settings()
         db, stanza = s.database.name, s.stanza(s.active)
         primary = s.name(s.active, "primary")
@@ -92,8 +88,6 @@ def main() -> None:
         out = next(r for r in reh.result.mocks.registrations if r.name == f"{name}-restore").outputs
         phases = re.search(r"pgbackrest restore (\d+)s, recovery and checks (\d+)s", str(out.get("stderr", "")))
         writable = reh.sql(name, "select not pg_is_in_recovery()") == "t"
-    finally:
-        testbed.down()
 
     print(f"database: {size} (pgbench -i -s {args.scale} in {init:.1f} s)")
     print(f"full backup to S3 (pgBackRest, zstd, aes-256-cbc): {backup:.1f} s")

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sandbox.rehearse import Rehearsal
+from benchmarks import deployed
 from sandbox.testbed import Testbed
 
 
@@ -24,20 +24,14 @@ def main() -> None:
     p.add_argument("--fresh-rootfs", action="store_true")
     args = p.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="pgstack-bench-")) if args.fresh_rootfs else Path("/var/cache/pgstack")
-    testbed = Testbed(cache_dir=cache, log=lambda _m: None)
-    reh = Rehearsal(args.stack, testbed, echo=lambda _m: None)
     t0 = time.perf_counter()
-    try:
-        reh.prepare()
-        reh.run_program("first")
+    with deployed(args.stack, Testbed(cache_dir=cache, log=lambda _m: None)) as reh:
         t_checks = time.perf_counter()
         reh.health_checks()
         checks = time.perf_counter() - t_checks
         t_second = time.perf_counter()
         reh.run_program("second")
         second = time.perf_counter() - t_second
-    finally:
-        testbed.down()
     total = time.perf_counter() - t0
     boots = [s["seconds"] for s in reh.steps if s["type"].endswith("Server") and s["run"] == "first"]
     slowest = sorted((s for s in reh.steps if s["run"] == "first"), key=lambda s: -s["seconds"])[:5]

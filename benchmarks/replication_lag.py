@@ -13,8 +13,7 @@ import statistics
 import threading
 import time
 
-from sandbox.rehearse import Rehearsal
-from sandbox.testbed import Testbed
+from benchmarks import deployed
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -28,11 +27,8 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--scale", type=int, default=10)
     args = p.parse_args()
-    testbed = Testbed(log=lambda _m: None)
-    reh = Rehearsal("prod", testbed, echo=lambda _m: None)
-    try:
-        reh.prepare()
-        reh.run_program("first")
+    with deployed("prod") as reh:
+        testbed = reh.testbed
         s = reh.settings()
         db = s.database.name
         primary = s.name(s.active, "primary")
@@ -58,8 +54,6 @@ def main() -> None:
         )
         stop.set()
         sampler.join()
-    finally:
-        testbed.down()
     print(f"load: pgbench -c {args.clients} -T {args.seconds} (scale {args.scale}): {bench.stdout.strip()}")
     if lags:
         print(

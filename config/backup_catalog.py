@@ -194,20 +194,10 @@ class S3BackupCatalog:
                 if not page.get("IsTruncated") or not token or kwargs.get("MaxKeys"):
                     return pages
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = _error_code(exc)
             if code == "NoSuchBucket":
                 return []
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"):
-                raise ConfigError(
-                    "s3AccessKey",
-                    f"the backup store refused to list {where} ({code}); set pgstack:s3AccessKey and "
-                    "pgstack:s3SecretKey to keys of the project that holds the bucket (the restore window is "
-                    "checked before anything is changed)",
-                ) from None
-            raise ConfigError(
-                "backup.endpoint",
-                f"listing {where} failed ({code or exc}); check backup.endpoint and backup.bucket",
-            ) from None
+            raise _store_error(exc, "list", "listing", where, "the restore window is checked") from None
         except BotoCoreError as exc:
             raise ConfigError(
                 "backup.endpoint",
@@ -252,18 +242,10 @@ class S3BackupCatalog:
         try:
             return self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
+            if _error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
                 return None
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"):
-                raise ConfigError(
-                    "s3AccessKey",
-                    f"the backup store refused to read {where} ({code}); set pgstack:s3AccessKey and "
-                    "pgstack:s3SecretKey to keys of the project that holds the bucket (backupCipherPassphrase is "
-                    "checked against the repository before anything is changed)",
-                ) from None
-            raise ConfigError(
-                "backup.endpoint", f"reading {where} failed ({code or exc}); check backup.endpoint and backup.bucket"
+            raise _store_error(
+                exc, "read", "reading", where, "backupCipherPassphrase is checked against the repository"
             ) from None
         except BotoCoreError as exc:
             raise ConfigError(
@@ -283,3 +265,25 @@ class S3BackupCatalog:
             if data is not None:
                 return info_opens(data, passphrase)
         return None
+
+
+_REFUSED = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden")
+
+
+def _error_code(exc) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _store_error(exc, verb: str, doing: str, where: str, checked: str) -> ConfigError:
+    """The ConfigError for an S3 error that is not "missing": refused keys, or anything else."""
+    code = _error_code(exc)
+    if code in _REFUSED:
+        return ConfigError(
+            "s3AccessKey",
+            f"the backup store refused to {verb} {where} ({code}); set pgstack:s3AccessKey and "
+            f"pgstack:s3SecretKey to keys of the project that holds the bucket ({checked} before anything is "
+            "changed)",
+        )
+    return ConfigError(
+        "backup.endpoint", f"{doing} {where} failed ({code or exc}); check backup.endpoint and backup.bucket"
+    )

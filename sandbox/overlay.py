@@ -35,5 +35,5 @@ def apply(raw: dict[str, Any], s3_host: str, s3_port: int, s3_region: str, keys:
     return out
 
 
-def describe(result: dict[str, Any] | None = None) -> list[dict[str, str]]:
+def describe() -> list[dict[str, str]]:
     return [{"key": k, "why": v} for k, v in OVERRIDDEN.items()]

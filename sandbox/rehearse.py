@@ -8,7 +8,6 @@ else echoes its inputs. Then health checks run against the real servers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -377,7 +376,3 @@ def main(args) -> int:
     print(json.dumps({"ok": report["ok"], "checks": len(report["checks"]), "failed": [
         c["name"] for c in report["checks"] if not c["ok"]], "seconds": report["timings"].get("total")}))  # fmt: skip
     return 0 if report["ok"] else 1
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -10,7 +10,7 @@ from typing import Any
 from components.rds_restore import InstanceState
 from sandbox import program
 from tests.conftest import run_stack
-from tests.unit.support import IdMocks, drop_restore, set_active  # noqa: F401 - re-exported for the aws tests
+from tests.unit.support import IdMocks, drop_restore, inputs, reg, set_active  # noqa: F401 - re-exported for the aws tests
 
 INSTANCE = "aws:rds/instance:Instance"
 RDS_COMPONENT = "pgstack:rds_instance:RdsInstance"
@@ -88,16 +88,6 @@ def diff(before: program.RunResult, after: program.RunResult) -> Diff:
         if keys:
             changed[key] = keys
     return Diff(set(b) - set(a), set(a) - set(b), changed)
-
-
-def reg(result: program.RunResult, type_: str, name: str) -> program.Registration:
-    found = [r for r in result.mocks.registrations if r.type == type_ and r.name == name]
-    assert len(found) == 1, f"expected one {type_} {name!r}, found {len(found)}"
-    return found[0]
-
-
-def inputs(result: program.RunResult, type_: str, name: str) -> dict[str, Any]:
-    return program.unwrap(reg(result, type_, name).inputs)
 
 
 class FakeInspector:

@@ -122,3 +122,14 @@ class CatalogSpy:
     def passphrase_opens(self, stanza, passphrase):
         self.asked.append(("opens", stanza))
         return self.inner.passphrase_opens(stanza, passphrase)
+
+
+def reg(result: program.RunResult, type_: str, name: str) -> program.Registration:
+    """The one registration of `type_` named `name`."""
+    found = [r for r in result.mocks.registrations if r.type == type_ and r.name == name]
+    assert len(found) == 1, f"expected one {type_} {name!r}, found {len(found)}"
+    return found[0]
+
+
+def inputs(result: program.RunResult, type_: str, name: str) -> dict[str, Any]:
+    return program.unwrap(reg(result, type_, name).inputs)

@@ -21,7 +21,17 @@ from components import pgbackrest_conf
 from config import ConfigError
 from sandbox import program
 from tests.conftest import run_stack
-from tests.unit.support import COMMAND, PASSWORD, SERVER, IdMocks, drop_restore, script_param, set_active
+from tests.unit.support import (
+    COMMAND,
+    PASSWORD,
+    SERVER,
+    IdMocks,
+    drop_restore,
+    inputs,
+    reg,
+    script_param,
+    set_active,
+)
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 TARGET = "2026-05-25T12:00:00+02:00"
@@ -129,16 +139,6 @@ def diff(before: program.RunResult, after: program.RunResult) -> Diff:
     oa, ob = outputs(before), outputs(after)
     moved = {k for k in oa.keys() | ob.keys() if oa.get(k) != ob.get(k)}
     return Diff(set(b) - set(a), set(a) - set(b), changed, moved)
-
-
-def reg(result: program.RunResult, type_: str, name: str) -> program.Registration:
-    found = [r for r in result.mocks.registrations if r.type == type_ and r.name == name]
-    assert len(found) == 1, f"expected one {type_} {name!r}, found {len(found)}"
-    return found[0]
-
-
-def inputs(result: program.RunResult, type_: str, name: str) -> dict[str, Any]:
-    return program.unwrap(reg(result, type_, name).inputs)
 
 
 def of_generation(result: program.RunResult, gen: str) -> set[tuple[str, str]]:
