@@ -1,8 +1,8 @@
 """Registered inputs against the providers' published schemas: what `pulumi preview` would refuse.
 
-The schemas live in ../shared/provider-schemas (see its README). For every hcloud, command and
-random resource of every Hetzner stack: no unknown property, every required input present, and
-the right JSON type, following `$ref`s into the shared types.
+The schemas are vendored in tests/provider_schemas (see its README), so a clean clone carries
+them. For every hcloud, command and random resource of every Hetzner stack: no unknown property,
+every required input present, and the right JSON type, following `$ref`s into the shared types.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from sandbox import program
 from tests.conftest import REPO, run_stack
 
-SCHEMA_DIR = REPO.parent / "shared" / "provider-schemas"
+SCHEMA_DIR = REPO / "tests" / "provider_schemas"
 PACKAGES = ("hcloud", "command", "random")
 
 
@@ -24,7 +24,7 @@ PACKAGES = ("hcloud", "command", "random")
 def schema(package: str) -> dict[str, Any]:
     path = SCHEMA_DIR / f"{package}.json"
     if not path.exists():
-        pytest.fail(f"provider schema {path} is missing: the provider-schemas directory must sit next to the repo")
+        pytest.fail(f"provider schema {path} is missing: it is vendored in tests/provider_schemas")
     return json.loads(path.read_text())
 
 
