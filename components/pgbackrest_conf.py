@@ -24,6 +24,7 @@ class RepoOptions:
     retention_full_count: int | None
     process_max: int
     archive_push_queue_max: str
+    archive_push_io_timeout_seconds: int = 10
     verify_tls: bool = True
     port: int = 443
 
@@ -66,6 +67,12 @@ def render(opts: RepoOptions, stanzas: list[str], access_key: str, secret_key: s
     lines = ["# Rendered by pgstack: edits are overwritten on the next `pulumi up`.", "[global]"]
     lines += [f"{k}={v}" for k, v in glob.items()]
     lines.append("archive-get-queue-max=1GiB")
+    # pgBackRest enforces archive-push-queue-max only when an async push starts, and an attempt
+    # against an unreachable store retries for about 8 x io-timeout (80 s at 10 s, 4 min at the
+    # default 60 s) before it gives up. A short io-timeout for archive-push alone keeps that window,
+    # and so the overshoot of the queue, small; a timed-out push is simply retried by PostgreSQL.
+    # Backups and restores keep the default, which tolerates slow responses to large requests.
+    lines += ["", "[global:archive-push]", f"io-timeout={opts.archive_push_io_timeout_seconds}"]
     for stanza in stanzas:
         lines += ["", f"[{stanza}]", f"pg1-path={PG_DATA}", "pg1-socket-path=/var/run/postgresql"]
     return "\n".join(lines) + "\n"

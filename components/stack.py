@@ -220,6 +220,7 @@ def pgbackrest_config(settings: Settings, stanzas: list[str], bucket: BackupBuck
         retention_full_count=b.retention_full_count,
         process_max=b.process_max,
         archive_push_queue_max=b.archive_push_queue_max,
+        archive_push_io_timeout_seconds=b.archive_push_io_timeout_seconds,
         verify_tls=settings.sandbox.s3_verify_tls,
     )
     secrets = pulumi.Output.all(

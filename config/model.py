@@ -231,6 +231,9 @@ class Backup(Model):
     process_max: int = Field(default=4, ge=1, le=32)
     archive_timeout_seconds: int = Field(default=60, ge=10, le=3600)
     archive_push_queue_max: str = Field(default="4GiB", pattern=SIZE_PATTERN)
+    # While the store is unreachable, one async push attempt takes about 8x this before it gives
+    # up, and the queue bound is only enforced between attempts (see pgbackrest_conf).
+    archive_push_io_timeout_seconds: int = Field(default=10, ge=3, le=600)
     full_schedule: str = Field(default="Sun *-*-* 02:00:00", pattern=CALENDAR_PATTERN)
     diff_schedule: str = Field(default="Mon..Sat *-*-* 02:00:00", pattern=CALENDAR_PATTERN)
 

@@ -40,20 +40,21 @@ unit /usr/local/sbin/pgstack-archive-watch "#!/usr/bin/env bash
 # backup once the object store answers again, so recovery works from that backup on.
 set -euo pipefail
 if [[ \$(psql -X -At -d postgres -c 'select pg_is_in_recovery()') == t ]]; then exit 0; fi
-state=/var/lib/pgstack/archive-watch.state
+seen_file=/var/lib/pgstack/archive-watch.last-drop
 pending=/var/lib/pgstack/archive-gap
-seen=\$(cat \"\$state\" 2>/dev/null || echo 0)
-drops=\$(cat /var/log/pgbackrest/${STANZA}-archive-push-async.log 2>/dev/null | grep -c 'dropped WAL file' || true)
-if (( drops > seen )); then
-  echo \"pgstack: WAL GAP in stanza ${STANZA}: \$((drops - seen)) segment(s) dropped; PITR is broken until a new full backup\" >&2
+# The newest drop line (it carries a millisecond timestamp) rather than a count, so that log
+# rotation can neither hide a new drop nor raise a false one.
+last=\$(grep -h 'dropped WAL file' /var/log/pgbackrest/${STANZA}-archive-push-async.log 2>/dev/null | tail -n 1 || true)
+if [[ -n \$last && \$last != \"\$(cat \"\$seen_file\" 2>/dev/null || true)\" ]]; then
+  echo \"pgstack: WAL GAP in stanza ${STANZA}: pgBackRest dropped WAL (\$last); point-in-time recovery past the gap needs a new full backup\" >&2
   touch \"\$pending\"
+  printf '%s\\n' \"\$last\" > \"\$seen_file\"
 fi
-echo \"\$drops\" > \"\$state\"
 if [[ -e \$pending ]]; then
   pgbackrest --stanza=${STANZA} check
   pgbackrest --stanza=${STANZA} --type=full backup
   rm -f \"\$pending\"
-  echo 'pgstack: new full backup taken after the WAL gap; PITR works again from it'
+  echo 'pgstack: new full backup taken after the WAL gap; point-in-time recovery works again from it'
 fi"
 chmod 755 /usr/local/sbin/pgstack-archive-watch
 

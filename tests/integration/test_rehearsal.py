@@ -331,6 +331,95 @@ def test_expire_honours_count_retention(reh):
     assert len(fulls) == 1, fulls
 
 
+SEGMENT = 16 * 1024 * 1024
+
+
+def archive_queue_bytes(reh) -> int:
+    """Bytes of WAL segments PostgreSQL still waits to archive (their .ready files)."""
+    ready = sh(reh, primary(reh), "ls /var/lib/postgresql/15/main/pg_wal/archive_status")
+    return SEGMENT * sum(1 for f in ready.split() if f.endswith(".ready") and len(f) == 24 + len(".ready"))
+
+
+def dropped_segments(reh) -> int:
+    stanza = reh.settings().stanza(reh.settings().active)
+    log = f"/var/log/pgbackrest/{stanza}-archive-push-async.log"
+    return int(sh(reh, primary(reh), f"grep -c 'dropped WAL file' {log} || true") or 0)
+
+
+def test_object_store_outage_drops_wal_within_the_queue_then_rebases_backups(reh):
+    """A dead store must not fill the disk; the WAL gap must be noticed and closed by a full backup."""
+    from sandbox import scenarios
+
+    s = reh.settings()
+    db = s.database.name
+    queue_max = 64 * 1024 * 1024
+    reh.raw = scenarios._edit(reh.raw, "pgstack:backup", lambda b: {**b, "archivePushQueueMax": "64MiB"})
+    reh.run_program("archive queue 64MiB")
+    assert "archive-push-queue-max=64MiB" in sh(reh, primary(reh), "cat /etc/pgbackrest/pgbackrest.conf")
+    fulls_before = [b["label"] for b in backups(reh) if b["type"] == "full"]
+    reh.sql(primary(reh), "create table it_outage (id int, pad text)", db)
+    lsn_before = reh.sql(primary(reh), "select pg_current_wal_lsn()")
+
+    peak = 0
+    reh.testbed.s3_outage(True)
+    try:
+        for burst in (1, 2):
+            drops = dropped_segments(reh)
+            for _ in range(3):
+                insert = "insert into it_outage select g, repeat('y', 500) from generate_series(1, 100000) g"
+                reh.sql(primary(reh), insert, db)
+            # pgBackRest checks the bound when an async push starts; against a dead store the
+            # running attempt first has to give up (about 8 x the archive-push io-timeout).
+            deadline = time.time() + 300
+            while True:
+                queue = archive_queue_bytes(reh)
+                peak = max(peak, queue)
+                if dropped_segments(reh) > drops and queue <= queue_max + SEGMENT:
+                    break
+                assert time.time() < deadline, f"burst {burst}: queue at {queue >> 20} MiB, nothing dropped in 300 s"
+                time.sleep(2)
+        written = int(reh.sql(primary(reh), f"select pg_current_wal_lsn() - '{lsn_before}'::pg_lsn"))
+        assert reh.sql(primary(reh), "select count(*) from it_outage", db) == "600000", "writes were refused"
+        assert written > 4 * queue_max, f"only {written >> 20} MiB written: the test did not overflow the queue"
+        assert peak < written, f"the queue peaked at {peak >> 20} MiB of {written >> 20} MiB written: nothing dropped"
+    finally:
+        reh.testbed.s3_outage(False)
+
+    # The store is back: the watch timer (or an operator) notices the gap and takes a full backup.
+    deadline = time.time() + 420
+    while len([b for b in backups(reh) if b["type"] == "full"]) <= len(fulls_before):
+        assert time.time() < deadline, "no new full backup within 7 min of the store coming back"
+        sh(reh, primary(reh), "systemctl start --no-block pgstack-archive-watch.service")
+        time.sleep(5)
+    journal = sh(reh, primary(reh), "journalctl -u pgstack-archive-watch --no-pager -n 200")
+    assert "WAL GAP" in journal, journal
+    reh.sql(primary(reh), "drop table it_outage", db)
+
+    # From the new full backup on, point-in-time recovery works again.
+    reh.sql(primary(reh), "create table it_after_gap (id int)", db)
+    reh.sql(primary(reh), "insert into it_after_gap values (1)", db)
+    time.sleep(1.2)
+    target = reh.sql(primary(reh), "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS+00:00')")
+    reh.sql(primary(reh), "insert into it_after_gap values (2)", db)
+    # Recovery stops at the first commit past the target: that commit's WAL must be archived.
+    walfile = reh.sql(primary(reh), "select pg_walfile_name(pg_switch_wal())")
+    deadline = time.time() + 60
+    while reh.sql(primary(reh), "select coalesce(last_archived_wal, '') from pg_stat_archiver") < walfile:
+        assert time.time() < deadline, f"{walfile} not archived within 60 s of the store coming back"
+        time.sleep(1)
+    gen = scenarios.next_generation(reh)
+    ip = scenarios.free_ip(reh)
+    before = dict(reh.raw)
+    restore = {"primaryIp": ip, "restore": {"from": s.active, "targetTime": target}}
+    reh.raw = scenarios._edit(reh.raw, "pgstack:clusters", lambda c: {**c, gen: restore})
+    try:
+        reh.run_program(f"restore {gen} after the gap")
+        restored = reh.result.settings.name(gen, "primary")
+        assert reh.sql(restored, "select string_agg(id::text, ',') from it_after_gap", db) == "1"
+    finally:
+        reh.raw = before
+
+
 # ---- re-runs and reboots ----------------------------------------------------------------------
 
 

@@ -173,6 +173,26 @@ def test_rendered_conf_settings():
     assert conf["archive-push-queue-max"] == "4GiB"
 
 
+def test_only_wal_pushes_get_the_short_io_timeout():
+    """A dead store must be noticed fast by archive-push; backups keep pgBackRest's default."""
+    text = pgbackrest_conf.render(repo_options(archive_push_io_timeout_seconds=7), [STANZA], "AK", "SK", "PASS")
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            current = line.strip("[]")
+        elif line and not line.startswith("#"):
+            sections.setdefault(current, []).append(line)
+    assert sections["global:archive-push"] == ["io-timeout=7"], sections
+    assert not [
+        line
+        for name, lines in sections.items()
+        if name != "global:archive-push"
+        for line in lines
+        if line.startswith("io-timeout")
+    ], sections
+
+
 def test_retention_is_thirty_days_by_default_and_a_count_when_set():
     conf = rendered()
     assert (conf["repo1-retention-full-type"], conf["repo1-retention-full"]) == ("time", "30")

@@ -4,6 +4,8 @@ plaintext secret, __main__.py stays a one-liner, and the guest scripts are stric
 from __future__ import annotations
 
 import ast
+import re
+import shlex
 import shutil
 import subprocess
 
@@ -119,3 +121,19 @@ def test_scripts_pass_shellcheck():
         timeout=60,
     )
     assert proc.returncode == 0, f"shellcheck -x found problems:\n{proc.stdout}{proc.stderr}"
+
+
+def test_programs_installed_by_the_scripts_pass_shellcheck(tmp_path):
+    """pgbackrest.sh writes small programs (backup runner, archive watch) from double-quoted strings:
+    expand them the way bash does on the guest and check what lands in /usr/local/sbin."""
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.fail("shellcheck is not installed; install it (apt-get install shellcheck) to check the guest scripts")
+    source = (REPO / "components" / "scripts" / "pgbackrest.sh").read_text()
+    programs = re.findall(r'^unit /usr/local/sbin/(\S+) "(.*?)(?<!\\)"\n', source, re.M | re.S)
+    assert {name for name, _ in programs} == {"pgstack-backup", "pgstack-archive-watch"}, programs
+    for name, body in programs:
+        expand = f"STANZA=hcb_production-g1\nprintf '%s\\n' \"{body}\" > {shlex.quote(str(tmp_path / name))}\n"
+        subprocess.run(["bash", "-c", expand], check=True, timeout=30)
+    proc = subprocess.run([shellcheck, *[name for name, _ in programs]], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, f"shellcheck found problems:\n{proc.stdout}{proc.stderr}"
