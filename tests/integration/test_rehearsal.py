@@ -323,12 +323,77 @@ def test_timers_exist_and_the_backup_service_makes_a_backup(reh):
     assert len(backups(reh)) == before + 1
 
 
+def test_a_failed_backup_leaves_a_failed_unit_and_a_log_line(reh):
+    conf = "/etc/pgbackrest/pgbackrest.conf"
+    res = reh.testbed.ssh(reh.ip(primary(reh)), f"chmod 000 {conf}; systemctl start pgstack-backup@diff.service")
+    try:
+        assert res.returncode != 0, "the backup service succeeded without its configuration"
+        state = reh.testbed.ssh(reh.ip(primary(reh)), "systemctl is-failed pgstack-backup@diff.service").stdout
+        assert state.strip() == "failed", state
+        journal = sh(reh, primary(reh), "journalctl -u pgstack-backup@diff.service --no-pager -n 20")
+        assert "ERROR" in journal, journal
+    finally:
+        sh(reh, primary(reh), f"chmod 640 {conf}; systemctl reset-failed pgstack-backup@diff.service")
+
+
 def test_expire_honours_count_retention(reh):
     pgbr(reh, primary(reh), "--type=full backup")
     assert sum(b["type"] == "full" for b in backups(reh)) >= 2
     pgbr(reh, primary(reh), "--repo1-retention-full-type=count --repo1-retention-full=1 expire")
     fulls = [b for b in backups(reh) if b["type"] == "full"]
     assert len(fulls) == 1, fulls
+
+
+# ---- re-runs and reboots ----------------------------------------------------------------------
+
+
+def test_second_run_changes_nothing(reh):
+    assert_checks(new_checks(reh, reh.twice))
+
+
+def test_reboot_brings_postgres_back_on_the_private_ip(reh):
+    assert_checks(new_checks(reh, reh.reboot_checks))
+
+
+def test_password_rotation(reh):
+    s = reh.settings()
+    role = s.roles.reporting.name
+    old = reh.password(role)
+    raw = dict(reh.raw)
+    roles = json.loads(raw["pgstack:roles"])
+    roles["reporting"]["passwordVersion"] = roles["reporting"].get("passwordVersion", 1) + 1
+    raw["pgstack:roles"] = json.dumps(roles)
+    reh.raw = raw
+    reh.run_program("rotate reporting")
+    new = reh.password(role)
+    assert new != old
+    assert reh.as_role(role, "select 1", password=new)["ok"]
+    r = reh.as_role(role, "select 1", password=old)
+    assert not r["ok"] and r["sqlstate"] == "28P01", r
+    # Memberships, not grants: the rotated role still reads.
+    assert reh.as_role(role, "select count(*) from it_owned")["ok"]
+
+
+def test_app_migrations_switch_both_ways(reh):
+    s = reh.settings()
+    app = s.roles.app.name
+    assert s.roles.app.runs_migrations, "prod runs migrations as the app (seed 000)"
+    r = reh.as_role(app, "alter table it_owned add column if not exists by_app text")
+    assert r["ok"], r
+    raw = dict(reh.raw)
+    roles = json.loads(raw["pgstack:roles"])
+    roles["app"]["runsMigrations"] = False
+    raw["pgstack:roles"] = json.dumps(roles)
+    reh.raw = raw
+    reh.run_program("app without migrations")
+    r = reh.as_role(app, "alter table it_owned add column if not exists by_app2 text")
+    assert not r["ok"] and "must be owner" in r["message"], r
+    r = reh.as_role(app, "drop table it_owned")
+    assert not r["ok"] and "must be owner" in r["message"], r
+    assert reh.as_role(app, "insert into it_owned (v) values ('still writes')")["ok"]
+
+
+# ---- an object-store outage (backups issue; restores a generation, so after the re-runs) ------
 
 
 SEGMENT = 16 * 1024 * 1024
@@ -418,55 +483,6 @@ def test_object_store_outage_drops_wal_within_the_queue_then_rebases_backups(reh
         assert reh.sql(restored, "select string_agg(id::text, ',') from it_after_gap", db) == "1"
     finally:
         reh.raw = before
-
-
-# ---- re-runs and reboots ----------------------------------------------------------------------
-
-
-def test_second_run_changes_nothing(reh):
-    assert_checks(new_checks(reh, reh.twice))
-
-
-def test_reboot_brings_postgres_back_on_the_private_ip(reh):
-    assert_checks(new_checks(reh, reh.reboot_checks))
-
-
-def test_password_rotation(reh):
-    s = reh.settings()
-    role = s.roles.reporting.name
-    old = reh.password(role)
-    raw = dict(reh.raw)
-    roles = json.loads(raw["pgstack:roles"])
-    roles["reporting"]["passwordVersion"] = roles["reporting"].get("passwordVersion", 1) + 1
-    raw["pgstack:roles"] = json.dumps(roles)
-    reh.raw = raw
-    reh.run_program("rotate reporting")
-    new = reh.password(role)
-    assert new != old
-    assert reh.as_role(role, "select 1", password=new)["ok"]
-    r = reh.as_role(role, "select 1", password=old)
-    assert not r["ok"] and r["sqlstate"] == "28P01", r
-    # Memberships, not grants: the rotated role still reads.
-    assert reh.as_role(role, "select count(*) from it_owned")["ok"]
-
-
-def test_app_migrations_switch_both_ways(reh):
-    s = reh.settings()
-    app = s.roles.app.name
-    assert s.roles.app.runs_migrations, "prod runs migrations as the app (seed 000)"
-    r = reh.as_role(app, "alter table it_owned add column if not exists by_app text")
-    assert r["ok"], r
-    raw = dict(reh.raw)
-    roles = json.loads(raw["pgstack:roles"])
-    roles["app"]["runsMigrations"] = False
-    raw["pgstack:roles"] = json.dumps(roles)
-    reh.raw = raw
-    reh.run_program("app without migrations")
-    r = reh.as_role(app, "alter table it_owned add column if not exists by_app2 text")
-    assert not r["ok"] and "must be owner" in r["message"], r
-    r = reh.as_role(app, "drop table it_owned")
-    assert not r["ok"] and "must be owner" in r["message"], r
-    assert reh.as_role(app, "insert into it_owned (v) values ('still writes')")["ok"]
 
 
 # ---- point-in-time restore by config (PITR issue) ---------------------------------------------
