@@ -16,6 +16,7 @@ On the rehearsal guests of the prod stack, in one run:
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import statistics
 import threading
@@ -42,16 +43,33 @@ def restore_to_ready(on_primary, stanza: str) -> dict[str, float]:
     into the live stanza.
     """
     as_pg = "runuser -u postgres --"
-    on_primary(f"rm -rf {SCRATCH} && install -d -m 700 -o postgres -g postgres {SCRATCH}")
+    # sync first: the writeback of the load before must not be billed to the restore.
+    on_primary(f"rm -rf {SCRATCH} && install -d -m 700 -o postgres -g postgres {SCRATCH} && sync")
+    # Its own lock path: the scratch server's archive-get must not contend with the live archiver.
     restore = timed(
         lambda: on_primary(
-            f"{as_pg} pgbackrest --stanza={stanza} --pg1-path={SCRATCH} --type=immediate --target-action=promote "
-            "--log-level-console=warn restore"
+            f"{as_pg} pgbackrest --stanza={stanza} --pg1-path={SCRATCH} --lock-path=/tmp/bench-restore-lock "
+            "--type=immediate --target-action=promote --log-level-console=warn restore"
         )
     )
-    conf = "port = 5433\nlisten_addresses = ''\nunix_socket_directories = '/tmp'\narchive_mode = off\n"
+    # The live server's settings (a standby refuses lower max_connections than its source), with
+    # its own directory, socket and port, and archiving off.
+    conf = "\n".join([
+        "include '/etc/postgresql/15/main/postgresql.conf'",
+        f"data_directory = '{SCRATCH}'",
+        f"hba_file = '{SCRATCH}/pg_hba.conf'",
+        f"ident_file = '{SCRATCH}/pg_ident.conf'",
+        "external_pid_file = ''",
+        "port = 5433",
+        "listen_addresses = ''",
+        "unix_socket_directories = '/tmp'",
+        "archive_mode = off",
+        "cluster_name = 'bench-restore'",
+    ]) + "\n"  # fmt: skip
+    encoded = base64.b64encode(conf.encode()).decode()
     on_primary(
-        f"printf \"{conf}\" > {SCRATCH}/postgresql.conf && printf 'local all postgres peer\\n' > {SCRATCH}/pg_hba.conf"
+        f"echo {encoded} | base64 -d > {SCRATCH}/postgresql.conf"
+        f" && printf 'local all postgres peer\\n' > {SCRATCH}/pg_hba.conf"
         f" && touch {SCRATCH}/pg_ident.conf && chown postgres: {SCRATCH}/*.conf"
     )
     wait_ready = (
@@ -60,8 +78,10 @@ def restore_to_ready(on_primary, stanza: str) -> dict[str, float]:
         f" [ \"$({as_pg} psql -X -At -h /tmp -p 5433 -d postgres -c 'select pg_is_in_recovery()')\" = f ] && exit 0;"
         " sleep 0.1; done; exit 1"
     )
-    start = timed(lambda: on_primary(wait_ready))
-    on_primary(f"{as_pg} {PG_BIN}/pg_ctl -D {SCRATCH} -m fast -w stop > /dev/null; rm -rf {SCRATCH}")
+    try:
+        start = timed(lambda: on_primary(wait_ready))
+    finally:
+        on_primary(f"{as_pg} {PG_BIN}/pg_ctl -D {SCRATCH} -m fast -w stop > /dev/null 2>&1; rm -rf {SCRATCH}")
     return {"restore": restore, "start": start, "total": restore + start}
 
 
@@ -106,7 +126,7 @@ def main() -> None:
         sampler.join()
 
         dump = timed(lambda: on_primary(f"{as_pg} pg_dump -Fc -f /var/lib/postgresql/bench.dump {db}"))
-        on_primary(f"{as_pg} createdb bench_restore")
+        on_primary(f"{as_pg} createdb bench_restore && sync")
         logical = timed(lambda: on_primary(f"{as_pg} pg_restore -d bench_restore /var/lib/postgresql/bench.dump"))
         on_primary(f"{as_pg} dropdb bench_restore; rm -f /var/lib/postgresql/bench.dump")
         on_primary(f"{as_pg} psql -X -q -c 'select pg_switch_wal()'")

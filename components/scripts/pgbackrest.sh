@@ -43,8 +43,10 @@ if [[ \$(psql -X -At -d postgres -c 'select pg_is_in_recovery()') == t ]]; then 
 seen_file=/var/lib/pgstack/archive-watch.last-drop
 pending=/var/lib/pgstack/archive-gap
 # The newest drop line (it carries a millisecond timestamp) rather than a count, so that log
-# rotation can neither hide a new drop nor raise a false one.
-last=\$(grep -h 'dropped WAL file' /var/log/pgbackrest/${STANZA}-archive-push-async.log 2>/dev/null | tail -n 1 || true)
+# rotation cannot raise a false gap; the rotated log (plain: delaycompress) is read too, so a
+# drop just before a rotation is not missed.
+log=/var/log/pgbackrest/${STANZA}-archive-push-async.log
+last=\$(cat \"\$log.1\" \"\$log\" 2>/dev/null | grep 'dropped WAL file' | tail -n 1 || true)
 if [[ -n \$last && \$last != \"\$(cat \"\$seen_file\" 2>/dev/null || true)\" ]]; then
   echo \"pgstack: WAL GAP in stanza ${STANZA}: pgBackRest dropped WAL (\$last); point-in-time recovery past the gap needs a new full backup\" >&2
   touch \"\$pending\"
