@@ -386,11 +386,17 @@ class Testbed:
             return False
         proc = self._procs.get(pid)
         if proc is not None:
-            if proc.poll() is not None:
-                return False
-        elif _pid_state(pid) in ("", "Z", "X"):
+            # Our own child: its pid cannot be reused before we reap it. Its cmdline is no proof:
+            # /proc/<pid>/cmdline reads empty while it execs (sh -> systemd-nspawn), which once
+            # passed for "exited during boot".
+            return proc.poll() is None
+        if _pid_state(pid) in ("", "Z", "X"):
             return False
-        return needle in _pid_cmdline(pid)
+        cmdline = _pid_cmdline(pid)
+        if not cmdline:  # mid-exec: look again
+            time.sleep(0.05)
+            cmdline = _pid_cmdline(pid)
+        return needle in cmdline
 
     def _stop_pid(self, pid: int | None, needle: str, what: str, timeout: float, sig: int = signal.SIGTERM) -> bool:
         """Signal, wait up to timeout, then SIGKILL. Returns True if it ended cleanly (before SIGKILL)."""
