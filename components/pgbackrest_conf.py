@@ -24,7 +24,7 @@ class RepoOptions:
     retention_full_count: int | None
     process_max: int
     archive_push_queue_max: str
-    archive_push_io_timeout_seconds: int = 10
+    archive_push_io_timeout_seconds: int
     verify_tls: bool = True
     port: int = 443
 

@@ -69,27 +69,21 @@ Type=oneshot
 User=postgres
 ExecStart=/usr/local/sbin/pgstack-backup %i"
 
-unit /etc/systemd/system/pgstack-backup-full.timer "[Unit]
-Description=Weekly full backup (pgstack)
+backup_timer() {
+  local type=$1 description=$2 schedule=$3
+  unit "/etc/systemd/system/pgstack-backup-${type}.timer" "[Unit]
+Description=${description} (pgstack)
 
 [Timer]
-OnCalendar=${FULL_SCHEDULE}
+OnCalendar=${schedule}
 Persistent=true
-Unit=pgstack-backup@full.service
+Unit=pgstack-backup@${type}.service
 
 [Install]
 WantedBy=timers.target"
-
-unit /etc/systemd/system/pgstack-backup-diff.timer "[Unit]
-Description=Daily differential backup (pgstack)
-
-[Timer]
-OnCalendar=${DIFF_SCHEDULE}
-Persistent=true
-Unit=pgstack-backup@diff.service
-
-[Install]
-WantedBy=timers.target"
+}
+backup_timer full "Weekly full backup" "$FULL_SCHEDULE"
+backup_timer diff "Daily differential backup" "$DIFF_SCHEDULE"
 
 unit /etc/systemd/system/pgstack-archive-watch.service "[Unit]
 Description=Detect WAL dropped by pgBackRest's archive queue and re-base backups (pgstack)

@@ -147,6 +147,7 @@ def repo_options(**kw) -> RepoOptions:
         "retention_full_count": None,
         "process_max": 4,
         "archive_push_queue_max": "4GiB",
+        "archive_push_io_timeout_seconds": 10,
     }
     return RepoOptions(**{**values, **kw})
 
