@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import boto3
+from moto import mock_aws
+
+from config.backup_catalog import S3BackupCatalog
 from sandbox import program
 
 SERVER = "hcloud:index/server:Server"
@@ -16,6 +22,8 @@ PLACEMENT_GROUP = "hcloud:index/placementGroup:PlacementGroup"
 SSH_KEY = "hcloud:index/sshKey:SshKey"
 PASSWORD = "random:index/randomPassword:RandomPassword"
 COMMAND = "command:remote:Command"
+PROD_BUCKET = "hcb-production-postgres"  # Pulumi.prod.yaml
+MOTO_ENDPOINT = "https://s3.us-east-1.amazonaws.com"  # moto answers here
 
 
 def password_for(name: str, length: int) -> str:
@@ -133,3 +141,38 @@ def reg(result: program.RunResult, type_: str, name: str) -> program.Registratio
 
 def inputs(result: program.RunResult, type_: str, name: str) -> dict[str, Any]:
     return program.unwrap(reg(result, type_, name).inputs)
+
+
+class MotoRepo:
+    """A pgBackRest repository in moto's S3, written the way pgBackRest names its objects."""
+
+    def __init__(self, client, root: str = "pgbackrest"):
+        self.client, self.root = client, root
+
+    def put(self, key: str, body: bytes = b"encrypted") -> None:
+        self.client.put_object(Bucket=PROD_BUCKET, Key=f"{self.root}/{key}", Body=body)
+
+    def stanza(self, stanza: str, backup_info: bytes = b"encrypted", copy_only: bool = False) -> None:
+        for name in ("backup.info.copy",) if copy_only else ("backup.info", "backup.info.copy"):
+            self.put(f"backup/{stanza}/{name}", backup_info)
+        for name in ("archive.info", "archive.info.copy"):
+            self.put(f"archive/{stanza}/{name}")
+
+    def backup(self, stanza: str, label: str, complete: bool = True) -> None:
+        # A running backup has saved only its manifest copy; a complete one has both.
+        self.put(f"backup/{stanza}/{label}/backup.manifest.copy")
+        self.put(f"backup/{stanza}/{label}/bundle/1")
+        if complete:
+            self.put(f"backup/{stanza}/{label}/backup.manifest")
+
+    def catalog(self, **kw) -> S3BackupCatalog:
+        return S3BackupCatalog(MOTO_ENDPOINT, PROD_BUCKET, "/" + self.root, "test-access-key-id", "test-secret", **kw)
+
+
+@contextmanager
+def moto_repo(cls: type[MotoRepo] = MotoRepo) -> Iterator[MotoRepo]:
+    """An empty bucket in moto (prod's name) and a repository writer over it."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=PROD_BUCKET)
+        yield cls(client)

@@ -17,19 +17,18 @@ import pytest
 from botocore.stub import Stubber
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from moto import mock_aws
 
 import config
 from config import ConfigError
 from config.backup_catalog import S3BackupCatalog, decrypt, info_opens
 from sandbox import program
 from tests.conftest import run_stack, stack_config
-from tests.unit.support import COMMAND, PASSWORD, IdMocks, one, password_for
+from tests.unit.support import COMMAND, PASSWORD, IdMocks, MotoRepo, moto_repo, one, password_for
+from tests.unit.support import MOTO_ENDPOINT as ENDPOINT
+from tests.unit.support import PROD_BUCKET as BUCKET
 from tests.unit.support import CatalogSpy as Spy
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
-BUCKET = "hcb-production-postgres"  # Pulumi.prod.yaml
-ENDPOINT = "https://s3.us-east-1.amazonaws.com"  # moto answers here
 G1, G2 = "hcb_production-g1", "hcb_production-g2"
 ADOPTED = "seed-000-password-manager-passphrase"
 OTHER = "another-passphrase-altogether"
@@ -113,27 +112,15 @@ def test_anything_else_is_not_opened(data):
 # --- the catalog over moto ----------------------------------------------------------------------------
 
 
-class Repo:
-    def __init__(self, client, root: str = "pgbackrest"):
-        self.client, self.root = client, root
-
+class Repo(MotoRepo):
     def stanza(self, stanza: str, passphrase: str, copy_only: bool = False) -> None:
-        body = encrypt(INFO, passphrase)
-        for name in ("backup.info.copy",) if copy_only else ("backup.info", "backup.info.copy"):
-            self.client.put_object(Bucket=BUCKET, Key=f"{self.root}/backup/{stanza}/{name}", Body=body)
-        for name in ("archive.info", "archive.info.copy"):
-            self.client.put_object(Bucket=BUCKET, Key=f"{self.root}/archive/{stanza}/{name}", Body=b"x")
-
-    def catalog(self) -> S3BackupCatalog:
-        return S3BackupCatalog(ENDPOINT, BUCKET, "/" + self.root, "test-access-key-id", "test-secret")
+        super().stanza(stanza, encrypt(INFO, passphrase), copy_only)
 
 
 @pytest.fixture
 def repo():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield Repo(client)
+    with moto_repo(Repo) as r:
+        yield r
 
 
 def test_catalog_answers_per_stanza(repo):
@@ -155,22 +142,20 @@ def test_a_bucket_that_does_not_exist_yet_holds_no_stanza(repo):
     assert cat.passphrase_opens(G1, ADOPTED) is None
 
 
-def test_refused_credentials_name_the_access_key():
+@pytest.mark.parametrize(
+    ("code", "status", "key", "named"),
+    [
+        ("AccessDenied", 403, "pgstack:s3AccessKey", "pgstack:s3SecretKey"),
+        ("InternalError", 500, "pgstack:backup.endpoint", "InternalError"),
+    ],
+)
+def test_store_errors_name_the_key_to_fix(code, status, key, named):
     cat = S3BackupCatalog(ENDPOINT, BUCKET, "/pgbackrest", "k", "s")
     with Stubber(cat.client()) as stub:
-        stub.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+        stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
         with pytest.raises(ConfigError) as info:
             cat.passphrase_opens(G1, ADOPTED)
-    assert info.value.key == "pgstack:s3AccessKey" and "pgstack:s3SecretKey" in info.value.detail
-
-
-def test_other_store_errors_name_the_endpoint():
-    cat = S3BackupCatalog(ENDPOINT, BUCKET, "/pgbackrest", "k", "s")
-    with Stubber(cat.client()) as stub:
-        stub.add_client_error("get_object", service_error_code="InternalError", http_status_code=500)
-        with pytest.raises(ConfigError) as info:
-            cat.passphrase_opens(G1, ADOPTED)
-    assert info.value.key == "pgstack:backup.endpoint" and "InternalError" in info.value.detail
+    assert info.value.key == key and named in info.value.detail
 
 
 # --- the program ----------------------------------------------------------------------------------------

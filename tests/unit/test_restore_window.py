@@ -15,55 +15,27 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from moto import mock_aws
 
 import config
 from config import ConfigError
 from config.backup_catalog import S3BackupCatalog, parse_label
 from sandbox import program
 from tests.conftest import run_stack, stack_config
+from tests.unit.support import MOTO_ENDPOINT as ENDPOINT
+from tests.unit.support import PROD_BUCKET as BUCKET
 from tests.unit.support import CatalogSpy as Spy
+from tests.unit.support import moto_repo
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
-BUCKET = "hcb-production-postgres"  # Pulumi.prod.yaml
-ENDPOINT = "https://s3.us-east-1.amazonaws.com"  # moto answers here
 G1, G2 = "hcb_production-g1", "hcb_production-g2"
 EARLIEST = "20260520-020000F"  # the earliest complete full backup of g1 below
 FAST = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1})
 
 
-class Repo:
-    """A pgBackRest repository in moto, written the way pgBackRest names its objects."""
-
-    def __init__(self, client, root: str = "pgbackrest"):
-        self.client, self.root = client, root
-
-    def put(self, key: str) -> None:
-        self.client.put_object(Bucket=BUCKET, Key=f"{self.root}/{key}", Body=b"encrypted")
-
-    def stanza(self, stanza: str) -> None:
-        for name in ("backup.info", "backup.info.copy"):
-            self.put(f"backup/{stanza}/{name}")
-        for name in ("archive.info", "archive.info.copy"):
-            self.put(f"archive/{stanza}/{name}")
-
-    def backup(self, stanza: str, label: str, complete: bool = True) -> None:
-        # A running backup has saved only its manifest copy; a complete one has both.
-        self.put(f"backup/{stanza}/{label}/backup.manifest.copy")
-        self.put(f"backup/{stanza}/{label}/bundle/1")
-        if complete:
-            self.put(f"backup/{stanza}/{label}/backup.manifest")
-
-    def catalog(self, **kw) -> S3BackupCatalog:
-        return S3BackupCatalog(ENDPOINT, BUCKET, "/" + self.root, "test-access-key-id", "test-secret", **kw)
-
-
 @pytest.fixture
 def repo():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield Repo(client)
+    with moto_repo() as r:
+        yield r
 
 
 @pytest.fixture
@@ -174,9 +146,8 @@ def test_a_running_first_backup_is_not_a_backup_yet(repo):
 
 
 def test_repo_path_at_the_bucket_root(repo):
-    root = Repo(repo.client, root="")
-    root.client.put_object(Bucket=BUCKET, Key=f"backup/{G1}/backup.info", Body=b"x")
-    root.client.put_object(Bucket=BUCKET, Key=f"backup/{G1}/{EARLIEST}/backup.manifest", Body=b"x")
+    repo.client.put_object(Bucket=BUCKET, Key=f"backup/{G1}/backup.info", Body=b"x")
+    repo.client.put_object(Bucket=BUCKET, Key=f"backup/{G1}/{EARLIEST}/backup.manifest", Body=b"x")
     cat = S3BackupCatalog(ENDPOINT, BUCKET, "/", "k", "s")
     assert cat.stanza_exists(G1) and cat.earliest_backup_start(G1) == dt.datetime(2026, 5, 20, 2, tzinfo=dt.UTC)
 
@@ -287,21 +258,20 @@ def test_unreachable_store_fails_naming_the_endpoint():
     assert "cannot reach the backup store" in exc.detail and "check backup.endpoint" in exc.detail
 
 
-def test_refused_credentials_name_the_access_key():
+@pytest.mark.parametrize(
+    ("code", "status", "key", "named"),
+    [
+        ("InvalidAccessKeyId", 403, "pgstack:s3AccessKey", "pgstack:s3SecretKey"),
+        ("InternalError", 500, "pgstack:backup.endpoint", "InternalError"),
+    ],
+)
+def test_store_errors_name_the_key_to_fix(code, status, key, named):
     cat = S3BackupCatalog(ENDPOINT, BUCKET, "/pgbackrest", "k", "s")
     with Stubber(cat.client()) as stub:
-        stub.add_client_error("list_objects_v2", service_error_code="InvalidAccessKeyId", http_status_code=403)
+        stub.add_client_error("list_objects_v2", service_error_code=code, http_status_code=status)
         exc = refused(with_g2("latest"), cat)
-    assert exc.key == "pgstack:s3AccessKey"
-    assert "pgstack:s3SecretKey" in exc.detail
-
-
-def test_other_store_errors_name_the_endpoint():
-    cat = S3BackupCatalog(ENDPOINT, BUCKET, "/pgbackrest", "k", "s")
-    with Stubber(cat.client()) as stub:
-        stub.add_client_error("list_objects_v2", service_error_code="InternalError", http_status_code=500)
-        exc = refused(with_g2("latest"), cat)
-    assert exc.key == "pgstack:backup.endpoint" and "InternalError" in exc.detail
+    assert exc.key == key
+    assert named in exc.detail
 
 
 def test_restore_without_a_backup_block_is_refused():
