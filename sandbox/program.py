@@ -7,6 +7,7 @@ settings, root stack and config are process-global, so every run resets all thre
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -103,7 +104,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self, secret_value: Callable[[str, int], str] | None = None):
         self.registrations: list[Registration] = []
         self.lock = threading.Lock()
-        self._next_id = 1000
+        self._ids: set[str] = set()
+        self._public_ips: set[int] = set()
         self.secret_value = secret_value or (lambda name, length: "p" * length)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
@@ -118,8 +120,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             options,
         )
         with self.lock:
-            self._next_id += 1
-            rid = str(self._next_id)  # numeric: hcloud code does id.apply(int)
+            rid = str(self._stable_number(f"{args.typ}::{args.name}", 1000, 999_999, self._ids))
+            self._ids.add(rid)
             self.registrations.append(reg)
         outputs = self.provide(reg, rid)
         reg.seconds = time.perf_counter() - reg.started
@@ -132,7 +134,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             length = int(unwrap(reg.inputs.get("length", 16)))
             outs["result"] = pulumi.Output.secret(self.secret_value(reg.name, length))
         elif reg.type == "hcloud:index/server:Server":
-            n = int(rid) % 250 + 1
+            with self.lock:
+                n = self._stable_number(reg.name, 1, 250, self._public_ips)
+                self._public_ips.add(n)
             outs["ipv4Address"] = f"203.0.113.{n}"
             outs["ipv6Address"] = f"2001:db8::{n}"
         elif reg.type == "hcloud:index/volume:Volume":
@@ -158,6 +162,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
             elif reg.type == "aws:kms/key:Key":
                 outs["keyId"] = rid  # a KMS key's key_id is its id
         return outs
+
+    @staticmethod
+    def _stable_number(key: str, low: int, high: int, taken: set) -> int:
+        """A number from the name, not the arrival order: registrations arrive from several threads,
+        so counters would make two renders of the same program differ."""
+        span = high - low + 1
+        n = int(hashlib.sha256(key.encode()).hexdigest(), 16) % span
+        while (low + n) in taken or str(low + n) in taken:
+            n = (n + 1) % span
+        return low + n
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}
