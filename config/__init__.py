@@ -15,7 +15,6 @@ import pulumi
 from pydantic import ValidationError
 
 from . import aws, model, rules
-from .backup_catalog import BackupCatalog, S3BackupCatalog
 from .errors import ConfigError
 from .model import Settings
 
@@ -46,6 +45,7 @@ KEYS: dict[str, Key] = {
     "allowSshFromAnywhere": Key("boolean"),
     "sshPublicKey": Key("string"),
     "sshPrivateKey": Key("string", secret=True),
+    "postgres": Key("object"),
     "postgresql": Key("object"),
     "backup": Key("object"),
     "s3AccessKey": Key("string", secret=True),
@@ -72,63 +72,19 @@ _PATTERN_HINTS = {
 }
 
 
-def load_settings(
-    now: dt.datetime | None = None, allow_sandbox: bool = False, catalog: BackupCatalog | None = None
-) -> Settings:
+def load_settings(now: dt.datetime | None = None, allow_sandbox: bool = False) -> Settings:
     """Read every `pgstack:*` key of the running stack and validate them as one object.
 
-    Restores, and an adopted backupCipherPassphrase, are also checked against the repository in the
-    bucket (`catalog`, or the stack's own bucket on a real run with S3 keys); under Pulumi mocks or
-    without keys a note says they were not.
+    Pure validation: the checks that read the world (the bucket, RDS) run in components.preflight.
     """
     raw = {k: v for k, v in _all_config().items() if k.startswith(f"{NAMESPACE}:")}
-    now = now or dt.datetime.now(dt.UTC)
-    settings = settings_from_mapping(
+    return settings_from_mapping(
         raw,
         project=pulumi.get_project(),
         stack=pulumi.get_stack(),
-        now=now,
-        allow_sandbox=allow_sandbox or _sandbox_enabled(),
-        catalog=catalog,
+        now=now or dt.datetime.now(dt.UTC),
+        allow_sandbox=allow_sandbox,
     )
-    if catalog is None:
-        _check_against_bucket(settings, now)
-    return settings
-
-
-def _under_mocks() -> bool:
-    """True unless a real engine runs the program (mocks, or no engine at all)."""
-    from pulumi.runtime import settings as runtime_settings
-    from pulumi.runtime.mocks import MockMonitor
-
-    monitor = runtime_settings.get_monitor()
-    return monitor is None or isinstance(monitor, MockMonitor)
-
-
-def _check_against_bucket(settings: Settings, now: dt.datetime) -> None:
-    restores = sorted(gen for gen, c in settings.clusters.items() if c.restore is not None)
-    adopted = settings.backup_cipher_passphrase is not None
-    if settings.target != "hetzner" or settings.backup is None or not (restores or adopted):
-        return
-    if _under_mocks():
-        why = "running under Pulumi mocks"
-    elif not (settings.s3_access_key and settings.s3_secret_key):
-        why = "pgstack:s3AccessKey/s3SecretKey are not set"
-    else:
-        catalog = S3BackupCatalog.for_settings(settings)
-        rules.check_backup_passphrase(settings, catalog)
-        rules.check_restore_windows(settings, catalog, now)
-        return
-    if adopted:
-        pulumi.log.info(
-            f"pgstack: backupCipherPassphrase not checked against the repository ({why}); the pgbackrest step "
-            "on the server refuses a stanza it cannot read"
-        )
-    if restores:
-        pulumi.log.info(
-            f"pgstack: backup window of {', '.join(f'clusters.{g}.restore' for g in restores)} not checked "
-            f"({why}); the restore step on the server checks it"
-        )
 
 
 def _all_config() -> dict[str, Any]:
@@ -139,27 +95,14 @@ def _all_config() -> dict[str, Any]:
     return merged
 
 
-_SANDBOX = {"enabled": False}
-
-
-def enable_sandbox_keys() -> None:
-    """Called by the sandbox harness only, in its own process: a stack file cannot set this."""
-    _SANDBOX["enabled"] = True
-
-
-def _sandbox_enabled() -> bool:
-    return _SANDBOX["enabled"]
-
-
 def settings_from_mapping(
     raw: dict[str, Any],
     project: str,
     stack: str,
     now: dt.datetime | None = None,
     allow_sandbox: bool = False,
-    catalog: BackupCatalog | None = None,
 ) -> Settings:
-    """Validate `pgstack:*` values; with a `catalog`, restores and an adopted passphrase are checked against it."""
+    """Validate `pgstack:*` values: each key, then the cross-field rules."""
     values: dict[str, Any] = {}
     for full_key, value in raw.items():
         ns, _, key = full_key.partition(":")
@@ -183,9 +126,6 @@ def settings_from_mapping(
         raise _config_error(exc) from None
     now = now or dt.datetime.now(dt.UTC)
     rules.check(settings, now)
-    if catalog is not None:
-        rules.check_backup_passphrase(settings, catalog)
-        rules.check_restore_windows(settings, catalog, now)
     return settings
 
 

@@ -265,6 +265,10 @@ class SandboxOverrides(Model):
     s3_port: int = Field(default=443, ge=1, le=65535)
 
 
+class Postgres(Model):
+    version: int = 15
+
+
 class Settings(Model):
     """Everything the program needs, validated as a whole."""
 
@@ -279,6 +283,7 @@ class Settings(Model):
     admin_cidrs: list[Cidr] = []
     allow_ssh_from_anywhere: bool = False
     ssh_public_key: str | None = Field(default=None, pattern=r"^ssh-(ed25519|rsa) [A-Za-z0-9+/=]+( [^\n]*)?$")
+    postgres: Postgres = Postgres()
     postgresql: dict[
         Annotated[str, Field(pattern=GUC_NAME_PATTERN)], Annotated[str, Field(pattern=GUC_VALUE_PATTERN)]
     ] = {}

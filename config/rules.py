@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from typing import TYPE_CHECKING
 
-from components.pgconf import MANAGED
+from postgres.conf import MANAGED
 
 from . import aws as aws_rules
 from .errors import ConfigError
 from .model import Settings
-
-if TYPE_CHECKING:
-    from .backup_catalog import BackupCatalog
 
 ANYWHERE = {"0.0.0.0/0", "::/0"}
 
@@ -67,64 +63,6 @@ def _check_clusters(settings: Settings, now: dt.datetime) -> None:
             )
     if active.restore is not None and active.restore.source not in settings.clusters:
         raise ConfigError("active", "the active cluster restores from a cluster that is gone")
-
-
-def check_restore_windows(settings: Settings, catalog: BackupCatalog, now: dt.datetime) -> None:
-    """Refuse a restore the source's backups cannot serve, asking the repository (target hetzner).
-
-    Only while the restored generation has no stanza of its own: once it exists the restore has
-    happened and its block is inert, so the stack keeps deploying after the backups that served
-    it expired. `check` runs first, so every source named here is in clusters.
-    """
-    if settings.target != "hetzner" or settings.backup is None:
-        return
-    for gen, cluster in sorted(settings.clusters.items()):
-        restore = cluster.restore
-        if restore is None or catalog.stanza_exists(settings.stanza(gen)):
-            continue
-        key = f"clusters.{gen}.restore"
-        source = settings.stanza(restore.source)
-        earliest = catalog.earliest_backup_start(source)
-        if earliest is None:
-            raise ConfigError(
-                f"{key}.from",
-                f"{restore.source} (stanza {source} in s3://{settings.backup.bucket}{settings.backup.repo_path}) "
-                f"has no backup yet; wait for the first full backup of {restore.source} (its first `up` takes "
-                "one), then run again",
-            )
-        target = restore.target()
-        if target is not None and target <= earliest:
-            age = now - earliest
-            ago = f", {age.days} d {age.seconds // 3600} h ago" if age >= dt.timedelta(0) else ""
-            raise ConfigError(
-                f"{key}.targetTime",
-                f"{restore.target_time} is before the earliest backup of {restore.source} in the repository "
-                f"(stanza {source}, started {earliest.isoformat()}{ago}); older backups have expired "
-                "(backup.retentionFullDays) or never existed. The earliest restorable time is the end of that "
-                f"backup: pick a targetTime after {earliest.isoformat()}, or 'latest'",
-            )
-
-
-def check_backup_passphrase(settings: Settings, catalog: BackupCatalog) -> None:
-    """Refuse an adopted passphrase (backupCipherPassphrase) that does not open an existing stanza.
-
-    pgBackRest encrypts every repository file with the passphrase it was created with, for good:
-    with another one the servers could neither read the existing backups nor add to them. Only an
-    adopted passphrase is known here; a generated one lives in Pulumi state, and the pgbackrest
-    step on the server guards that case (it refuses a stanza it cannot read).
-    """
-    passphrase = settings.backup_cipher_passphrase
-    if settings.target != "hetzner" or settings.backup is None or passphrase is None:
-        return
-    repository = f"s3://{settings.backup.bucket}{settings.backup.repo_path}"
-    for gen in sorted(settings.clusters):
-        stanza = settings.stanza(gen)
-        if catalog.passphrase_opens(stanza, passphrase) is False:
-            raise ConfigError(
-                "backupCipherPassphrase",
-                f"does not open the existing repository {repository} (stanza {stanza}): a repository's "
-                "passphrase can never change once it exists; set the passphrase it was created with",
-            )
 
 
 def _check_cipher_passphrase(settings: Settings) -> None:

@@ -23,7 +23,8 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.mocks import MockMonitor
 
 import config
-from components.stack import build
+from components import preflight
+from components.stack import register
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET_SIG = rpc._special_secret_sig
@@ -228,15 +229,23 @@ def run(
     now=None,
     catalog=None,
 ) -> RunResult:
-    """Validate config and run build() under `mocks`; return once every registration finished.
+    """Validate config, run pre-flight, then register under `mocks`; return once every registration finished.
 
-    A ConfigError is raised before anything is registered. `catalog` (a config.backup_catalog
-    BackupCatalog) checks restores against the backups in the bucket; without one they are not.
+    As `build` does, but both steps run before the mocks are set up, so a ConfigError leaves no runtime
+    state and registers nothing. `catalog` (a components.preflight BackupCatalog) checks restores and an
+    adopted passphrase against the bucket; without one (and without a World injected with
+    `preflight.use`) they are not checked.
     """
-    # Validate first: a refused config must leave no runtime state (and register nothing).
     settings = config.settings_from_mapping(
-        raw_config, project=project, stack=stack, now=now, allow_sandbox=allow_sandbox, catalog=catalog
+        raw_config, project=project, stack=stack, now=now, allow_sandbox=allow_sandbox
     )
+    if catalog is not None:
+        preflight.use(preflight.World(backup_catalog=lambda _settings: catalog))
+    try:
+        preflight.run(settings, now)
+    finally:
+        if catalog is not None:
+            preflight.use(None)
     pulumi.runtime.set_all_config(dict(raw_config), secret_keys=secret_keys or [])
     runtime_settings.ROOT.set(None)
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -247,7 +256,7 @@ def run(
 
     @pulumi.runtime.test
     def program():
-        build(settings)
+        register(settings)
         root = runtime_settings.get_root_resource()
         outputs = dict(getattr(root, "outputs", {}) or {})
 

@@ -147,7 +147,7 @@ class Rehearsal:
         s3 = getattr(self, "s3", None)
         if s3 is not None and "pgstack:backup" in self.raw:
             # Restores are checked against the local S3's backups, as a real run checks the bucket.
-            from config.backup_catalog import S3BackupCatalog
+            from components.preflight.backup_catalog import S3BackupCatalog
             from config.model import Backup
 
             backup = json.loads(self.raw["pgstack:backup"])

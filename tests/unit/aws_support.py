@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from components.rds_restore import InstanceState
+from components.preflight.rds import InstanceState
 from sandbox import program
 from tests.conftest import run_stack
 from tests.unit.support import IdMocks, drop_restore, inputs, reg, set_active  # noqa: F401 - re-exported for the aws tests

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 from moto import mock_aws
 
-from config.backup_catalog import S3BackupCatalog
+from components.preflight.backup_catalog import S3BackupCatalog
 from sandbox import program
 
 SERVER = "hcloud:index/server:Server"

@@ -14,7 +14,7 @@ from moto import mock_aws
 
 import config
 from components import rds_stop
-from components.rds_restore import Boto3Inspector, check_generations
+from components.preflight.rds import Boto3Inspector, check_generations
 from config import ConfigError
 from tests.conftest import stack_config
 

@@ -8,7 +8,7 @@ import pulumi
 import pytest
 from pulumi.runtime import settings as runtime_settings
 
-from components.dns_cutover import DnsCutover, DnsCutoverArgs
+from components.shared.dns_cutover import DnsCutover, DnsCutoverArgs
 from config.model import Dns
 from sandbox import program
 from tests.unit import aws_support as s

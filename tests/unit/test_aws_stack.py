@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from components import aws_stack, rds_instance
+from components import preflight
+from components.aws import rds_instance
 from sandbox import program
 from sandbox import render as render_mod
 from tests.unit import aws_support as s
@@ -248,7 +249,7 @@ def test_render_of_a_restore_and_cutover_leaks_no_secret(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(program, "read_stack_file", staging_restored)
     result = render_mod.render("staging", tmp_path / "out")
-    assert aws_stack.SKIP_NOTE in capsys.readouterr().err
+    assert preflight.RDS_SKIP_NOTE in capsys.readouterr().err
     resources = {r["name"]: r for r in json.loads((tmp_path / "out" / "resources.json").read_text())}
     for gen in ("g1", "g2"):
         db_inputs = resources[f"staging-{gen}-db"]["inputs"]

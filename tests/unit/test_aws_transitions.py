@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from components import aws_stack
+from components import preflight
 from config import ConfigError
 from sandbox import program
 from tests.unit import aws_support as s
@@ -175,13 +175,13 @@ def test_a_source_cannot_go_while_a_restore_block_names_it():
 
 def test_a_refused_restore_stops_the_program_before_any_registration():
     fake = s.FakeInspector()  # the source does not exist
-    aws_stack.use_inspector(fake)
+    preflight.use(preflight.World(rds=lambda _settings: fake))
     mocks = IdMocks()
     try:
         with pytest.raises(ConfigError) as err:
             s.run(s.add_restore(), mocks=mocks)
     finally:
-        aws_stack.use_inspector(None)
+        preflight.use(None)
     assert err.value.key == "pgstack:clusters.g2.restore.from"
     assert "staging-g1-db does not exist" in str(err.value)
     assert fake.asked[:2] == ["staging-g2-db", "staging-g1-db"]
@@ -190,5 +190,5 @@ def test_a_refused_restore_stops_the_program_before_any_registration():
 
 def test_under_mocks_the_check_is_skipped_explicitly(runs, capsys):
     # `runs` ran every step with boto3 failing if touched; the skip itself is said, not silent.
-    assert aws_stack.preflight(runs["restored"].settings) == [aws_stack.SKIP_NOTE]
-    assert aws_stack.SKIP_NOTE in capsys.readouterr().err
+    assert preflight.run(runs["restored"].settings) == [preflight.RDS_SKIP_NOTE]
+    assert preflight.RDS_SKIP_NOTE in capsys.readouterr().err

@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from components import pgbackrest_conf
-from components.pgbackrest_conf import RepoOptions
+from postgres import pgbackrest as pgbackrest_conf
+from postgres.layout import layout
+from postgres.pgbackrest import RepoOptions
 from sandbox import program
 from tests.conftest import SECRETS, run_stack
 from tests.unit.support import COMMAND, PASSWORD, IdMocks, command_text, one, password_for, script_param
@@ -18,6 +19,8 @@ PROVIDER = "pulumi:providers:aws"
 BUCKET = "aws:s3/bucket:Bucket"
 STANZA = "hcb_production-g1"
 PG_STEPS = ("prod-g1-primary-pgbackrest", "prod-g1-replica-1-pgbackrest")
+
+PG15 = layout(15)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +156,7 @@ def repo_options(**kw) -> RepoOptions:
 
 
 def rendered(**kw) -> dict[str, str]:
-    return conf_lines(pgbackrest_conf.render(repo_options(**kw), [STANZA], "AK", "SK", "PASS"))
+    return conf_lines(pgbackrest_conf.render(repo_options(**kw), PG15, [STANZA], "AK", "SK", "PASS"))
 
 
 def test_rendered_conf_settings():
@@ -176,7 +179,7 @@ def test_rendered_conf_settings():
 
 def test_only_wal_pushes_get_the_short_io_timeout():
     """A dead store must be noticed fast by archive-push; backups keep pgBackRest's default."""
-    text = pgbackrest_conf.render(repo_options(archive_push_io_timeout_seconds=7), [STANZA], "AK", "SK", "PASS")
+    text = pgbackrest_conf.render(repo_options(archive_push_io_timeout_seconds=7), PG15, [STANZA], "AK", "SK", "PASS")
     sections: dict[str, list[str]] = {}
     current = ""
     for line in text.splitlines():
@@ -211,9 +214,9 @@ def test_storage_port_and_tls_verification_only_when_overridden():
 
 
 def test_each_stanza_has_its_section():
-    text = pgbackrest_conf.render(repo_options(), [STANZA, "hcb_production-g0"], "AK", "SK", "PASS")
+    text = pgbackrest_conf.render(repo_options(), PG15, [STANZA, "hcb_production-g0"], "AK", "SK", "PASS")
     for stanza in (STANZA, "hcb_production-g0"):
-        assert f"\n[{stanza}]\npg1-path={pgbackrest_conf.PG_DATA}\n" in text
+        assert f"\n[{stanza}]\npg1-path={PG15.data_dir}\n" in text
 
 
 def test_prod_steps_carry_the_rendered_conf(prod):

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import config
+from components import preflight
+from components.preflight.backup_catalog import S3BackupCatalog, decrypt, info_opens
 from config import ConfigError
-from config.backup_catalog import S3BackupCatalog, decrypt, info_opens
 from sandbox import program
 from tests.conftest import run_stack, stack_config
 from tests.unit.support import COMMAND, PASSWORD, IdMocks, MotoRepo, moto_repo, one, password_for
@@ -285,8 +286,10 @@ def real_program(monkeypatch):
 
     def load(raw, under_mocks: bool):
         monkeypatch.setattr(config, "_all_config", lambda: dict(raw))
-        monkeypatch.setattr(config, "_under_mocks", lambda: under_mocks)
-        return config.load_settings(now=NOW)
+        monkeypatch.setattr(preflight, "under_mocks", lambda: under_mocks)
+        settings = config.load_settings(now=NOW)
+        preflight.run(settings, NOW)
+        return settings
 
     return load, notes
 

@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 
 import config
-from components.pgconf import MANAGED
 from config import ConfigError
+from postgres.conf import MANAGED
 from sandbox import __main__ as sandbox_cli
 from sandbox import program
 from sandbox import render as sandbox_render

@@ -6,14 +6,15 @@ import re
 
 import pytest
 
-from components import pgconf
-from components.pgconf import ServerConf
+from postgres import conf as pgconf
+from postgres.conf import ServerConf
+from postgres.layout import LAYOUTS, Layout
 from tests.conftest import run_stack
 from tests.unit.support import COMMAND, command_text, one, script_param
 
 
 def conf(**kw) -> ServerConf:
-    base = {"cluster_name": "prod-g1-primary", "private_ip": "10.0.1.5", "max_connections": 540}
+    base = {"version": 15, "cluster_name": "prod-g1-primary", "private_ip": "10.0.1.5", "max_connections": 540}
     return ServerConf(**{**base, **kw})
 
 
@@ -30,17 +31,19 @@ def parse(text: str) -> dict[str, str]:
 
 
 def test_layer_order_defaults_version_overrides(monkeypatch):
+    monkeypatch.setitem(LAYOUTS, 14, Layout(14))
     monkeypatch.setitem(pgconf.DEFAULTS, "pgstack_test_setting", "from_defaults")
     monkeypatch.setitem(pgconf.VERSION_SETTINGS[15], "pgstack_test_setting", "from_version")
-    assert pgconf.layered(conf(), version=14)["pgstack_test_setting"] == "from_defaults"
-    assert pgconf.layered(conf(), version=15)["pgstack_test_setting"] == "from_version"
+    assert pgconf.layered(conf(version=14))["pgstack_test_setting"] == "from_defaults"
+    assert pgconf.layered(conf(version=15))["pgstack_test_setting"] == "from_version"
     overridden = conf(overrides={"pgstack_test_setting": "from_stack"})
-    assert pgconf.layered(overridden, version=15)["pgstack_test_setting"] == "'from_stack'"
+    assert pgconf.layered(overridden)["pgstack_test_setting"] == "'from_stack'"
 
 
-def test_version_settings_apply_only_to_their_version():
-    assert pgconf.layered(conf(), version=15)["wal_compression"] == "zstd"
-    assert "wal_compression" not in pgconf.layered(conf(), version=14)
+def test_version_settings_apply_only_to_their_version(monkeypatch):
+    monkeypatch.setitem(LAYOUTS, 14, Layout(14))
+    assert pgconf.layered(conf(version=15))["wal_compression"] == "zstd"
+    assert "wal_compression" not in pgconf.layered(conf(version=14))
 
 
 def test_overrides_beat_defaults_and_are_quoted():

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from components import pghba
-from components.pghba import HbaRule
-from components.replica_pair import Access, hba_rules
+from components.hetzner.replica_pair import Access, hba_rules
+from postgres import hba as pghba
+from postgres.hba import HbaRule
 from tests.conftest import run_stack
 from tests.unit.support import COMMAND, command_text, one, script_param
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from components import pgbackrest_conf
 from config import ConfigError
+from postgres import pgbackrest as pgbackrest_conf
 from sandbox import program
 from tests.conftest import run_stack
 from tests.unit.support import (

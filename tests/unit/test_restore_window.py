@@ -17,8 +17,9 @@ from botocore.config import Config
 from botocore.stub import Stubber
 
 import config
+from components import preflight
+from components.preflight.backup_catalog import S3BackupCatalog, parse_label
 from config import ConfigError
-from config.backup_catalog import S3BackupCatalog, parse_label
 from sandbox import program
 from tests.conftest import run_stack, stack_config
 from tests.unit.support import MOTO_ENDPOINT as ENDPOINT
@@ -291,16 +292,22 @@ def test_restore_without_a_backup_block_is_refused():
 
 @pytest.fixture
 def real_program(monkeypatch):
-    """load_settings as `pulumi up` calls it, with `raw` as the stack's config."""
+    """load_settings, then pre-flight, as `pulumi up` runs them, with `raw` as the stack's config."""
     notes: list[str] = []
     monkeypatch.setattr(config.pulumi, "get_project", lambda: "pgstack")
     monkeypatch.setattr(config.pulumi, "get_stack", lambda: "prod")
     monkeypatch.setattr(config.pulumi.log, "info", lambda msg, *a, **k: notes.append(msg))
 
-    def load(raw, under_mocks: bool, **kw):
+    def load(raw, under_mocks: bool, catalog=None, **kw):
         monkeypatch.setattr(config, "_all_config", lambda: dict(raw))
-        monkeypatch.setattr(config, "_under_mocks", lambda: under_mocks)
-        return config.load_settings(now=NOW, **kw)
+        monkeypatch.setattr(preflight, "under_mocks", lambda: under_mocks)
+        settings = config.load_settings(now=NOW, **kw)
+        preflight.use(preflight.World(backup_catalog=lambda _settings: catalog) if catalog else None)
+        try:
+            preflight.run(settings, NOW)
+        finally:
+            preflight.use(None)
+        return settings
 
     return load, notes
 

@@ -41,7 +41,7 @@ class CertificateAuthority(pulumi.ComponentResource):
             subject=tls.SelfSignedCertSubjectArgs(common_name=common_name, organization="pgstack"),
             opts=child,
         )
-        self.key_pem = pulumi.Output.secret(key.private_key_pem)
+        self.key_pem: pulumi.Output[str] = pulumi.Output.secret(key.private_key_pem)
         self.cert_pem = cert.cert_pem
         self.register_outputs({"cert_pem": self.cert_pem})
 
@@ -76,6 +76,6 @@ class ServerCertificate(pulumi.ComponentResource):
             allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.key_pem = pulumi.Output.secret(key.private_key_pem)
+        self.key_pem: pulumi.Output[str] = pulumi.Output.secret(key.private_key_pem)
         self.cert_pem = cert.cert_pem
         self.register_outputs({"cert_pem": self.cert_pem})

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
 POSTGRES_PORT = 5432
-FAMILY = "postgres15"
 ENHANCED_MONITORING_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
 
 # (value, apply method). Logging follows seed 001: slow statements, connections, locks, temp
@@ -56,10 +55,11 @@ class RdsBaseArgs:
     subnet_ids: list[str]
     allowed_security_group_ids: list[str]
     allowed_cidrs: list[str]
+    # The parameter group family of the major version (postgres.layout: postgres15).
+    family: str
     parameters: dict[str, tuple[str, str]]
     # None: create a key for the stack.
     kms_key_arn: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 def _slug(value: str) -> str:
@@ -71,7 +71,6 @@ class RdsBase(pulumi.ComponentResource):
     def __init__(self, name: str, args: RdsBaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pgstack:rds_base:RdsBase", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        tags = dict(args.tags)
 
         self.kms_key: aws.kms.Key | None = None
         if args.kms_key_arn is None:
@@ -82,7 +81,6 @@ class RdsBase(pulumi.ComponentResource):
                 description=f"pgstack {name}: RDS storage and Performance Insights",
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
-                tags=tags,
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
             )
             aws.kms.Alias(
@@ -96,7 +94,6 @@ class RdsBase(pulumi.ComponentResource):
             f"{name}-subnets",
             subnet_ids=list(args.subnet_ids),
             description=f"pgstack {name}: private subnets of {args.vpc_id}",
-            tags=tags,
             opts=child,
         )
 
@@ -106,7 +103,6 @@ class RdsBase(pulumi.ComponentResource):
             f"{name}-sg",
             vpc_id=args.vpc_id,
             description=f"pgstack {name}: PostgreSQL from the configured sources only",
-            tags=tags,
             opts=child,
         )
         self.ingress: list[aws.vpc.SecurityGroupIngressRule] = []
@@ -124,7 +120,7 @@ class RdsBase(pulumi.ComponentResource):
                 )
             )
         for cidr in args.allowed_cidrs:
-            family = {"cidr_ipv6": cidr} if ":" in cidr else {"cidr_ipv4": cidr}
+            ipv6 = ":" in cidr
             self.ingress.append(
                 aws.vpc.SecurityGroupIngressRule(
                     f"{name}-from-{_slug(cidr)}",
@@ -134,19 +130,19 @@ class RdsBase(pulumi.ComponentResource):
                     to_port=POSTGRES_PORT,
                     description=f"PostgreSQL from {cidr}",
                     opts=child,
-                    **family,
+                    cidr_ipv4=None if ipv6 else cidr,
+                    cidr_ipv6=cidr if ipv6 else None,
                 )
             )
 
         self.parameter_group = aws.rds.ParameterGroup(
             f"{name}-params",
-            family=FAMILY,
+            family=args.family,
             description=f"pgstack {name}: TLS only, SCRAM, logging",
             parameters=[
                 aws.rds.ParameterGroupParameterArgs(name=k, value=v, apply_method=m)
                 for k, (v, m) in sorted(args.parameters.items())
             ],
-            tags=tags,
             opts=child,
         )
 
@@ -165,7 +161,6 @@ class RdsBase(pulumi.ComponentResource):
                     ],
                 }
             ),
-            tags=tags,
             opts=child,
         )
         self.monitoring_policy = aws.iam.RolePolicyAttachment(

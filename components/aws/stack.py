@@ -1,67 +1,35 @@
-"""build_aws(settings): target aws, PostgreSQL 15 on RDS (seed 001).
+"""build_aws(settings): target aws, PostgreSQL on RDS (seed 001).
 
 Per stack: an explicit AWS provider (the region of the config, which the boto3 checks use too),
 RdsBase (KMS key, subnet group, security group, parameter group, monitoring role, master
 password) and AlertTopics. Per generation: RdsInstance and the role setup, run on the bastion.
 For the active generation: RdsAlarms, the DnsCutover weight, and CutoverStop for the
-previously active instance.
-
-Restores are checked against RDS before anything is registered (components/rds_restore.py).
-Under Pulumi mocks (render, unit tests) that check is skipped with a printed note, unless a
-test injects an inspector with `use_inspector`. A real run always checks: it has the
-credentials the AWS provider needs anyway, and a restore RDS will refuse should fail here, not
-halfway through an update.
+previously active instance. Restores are checked against RDS before anything is registered
+(components.preflight).
 """
 
 from __future__ import annotations
 
-import sys
-import urllib.parse
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
-from pulumi.runtime import settings as runtime_settings
-from pulumi.runtime.mocks import MockMonitor
 
+from components.preflight.rds import rds_restore_time
+from components.shared import remote
+from components.shared.credentials import Credentials
+from components.shared.dns_cutover import DnsCutover, DnsCutoverArgs
+from components.shared.roles import database_url, login_versions, role_model
 from config import Settings
+from postgres.layout import layout
 
-from . import rds_base, remote
+from . import rds_base
 from .alert_topics import AlertTopics, AlertTopicsArgs
-from .credentials import Credentials
-from .dns_cutover import DnsCutover, DnsCutoverArgs
 from .rds_alarms import Level, RdsAlarms, RdsAlarmsArgs
 from .rds_base import RdsBase, RdsBaseArgs
 from .rds_cutover_stop import CutoverStop, CutoverStopArgs
 from .rds_instance import RdsInstance, RdsInstanceArgs, RestoreSource
-from .rds_restore import Boto3Inspector, RdsInspector, check_generations, rds_restore_time
-from .stack import login_versions, role_model
-
-SKIP_NOTE = "note: restore window check skipped (Pulumi mocks: no AWS is reached); a real run checks it"
-
-_INSPECTOR: dict[str, RdsInspector | None] = {"override": None}
-
-
-def use_inspector(inspector: RdsInspector | None) -> None:
-    """Inject the RDS reader the pre-flight check uses (tests: moto, a Stubber); None resets."""
-    _INSPECTOR["override"] = inspector
-
-
-def _under_mocks() -> bool:
-    return isinstance(runtime_settings.SETTINGS.monitor, MockMonitor)
-
-
-def preflight(settings: Settings) -> list[str]:
-    """The restore window and active-instance checks, or the explicit skip under mocks."""
-    assert settings.aws is not None
-    inspector = _INSPECTOR["override"]
-    if inspector is None:
-        if _under_mocks():
-            print(SKIP_NOTE, file=sys.stderr)
-            return [SKIP_NOTE]
-        inspector = Boto3Inspector.for_region(settings.aws.region)
-    return check_generations(settings, inspector)
 
 
 @dataclass
@@ -85,9 +53,8 @@ def ca_bundle_url(region: str) -> str:
 
 def build_aws(settings: Settings) -> None:
     cfg = settings.aws
-    assert cfg is not None  # config.aws.check guarantees it for target aws
-    for note in preflight(settings):
-        pulumi.log.info(note)
+    assert cfg is not None  # config.rules guarantees it for target aws
+    pg = layout(settings.postgres.version)
 
     stack = settings.stack
     tags = {"pgstack-stack": stack, **cfg.tags}
@@ -106,6 +73,7 @@ def build_aws(settings: Settings) -> None:
                 }
             ),
             allowed_cidrs=list(cfg.allowed_cidrs),
+            family=pg.rds_family,
             parameters=rds_base.parameters(settings.max_connections, dict(settings.postgresql)),
             kms_key_arn=cfg.kms_key_arn,
         ),
@@ -125,7 +93,7 @@ def build_aws(settings: Settings) -> None:
     creds = Credentials(f"{stack}-role", login_versions(settings, replicator=False))
     role_sql = role_model(settings, creds, replicator=False)
     # The script reads the first line into PGPASSWORD; the rest is psql's input.
-    roles_stdin = pulumi.Output.secret(
+    roles_stdin: pulumi.Output[str] = pulumi.Output.secret(
         pulumi.Output.all(base.master_password, role_sql).apply(lambda parts: f"{parts[0]}\n{parts[1]}")
     )
     bastion = BastionSsh(
@@ -260,17 +228,7 @@ def build_aws(settings: Settings) -> None:
     pulumi.export("master_username", cfg.master_username)
     # sslmode=require, not verify-full: through the CNAME the host name differs from the one in
     # the instance certificate. Clients that verify connect to active_endpoint instead.
-    pulumi.export(
-        "database_url",
-        pulumi.Output.secret(
-            pulumi.Output.all(app.password, host).apply(
-                lambda parts: (
-                    f"postgres://{settings.roles.app.name}:{urllib.parse.quote(parts[0], safe='')}@"
-                    f"{parts[1]}:5432/{settings.database.name}?sslmode=require"
-                )
-            )
-        ),
-    )
+    pulumi.export("database_url", database_url(settings.roles.app.name, app.password, host, settings.database.name))
 
 
 def _creation_order(settings: Settings) -> list[str]:

@@ -1,4 +1,4 @@
-"""PostgresServer: one Hetzner server running PostgreSQL 15, configured over SSH.
+"""PostgresServer: one Hetzner server running PostgreSQL, configured over SSH.
 
 The server joins the private network with a fixed IP, sits in the spread placement group behind
 the SSH-only firewall, and is protected from accidents: delete and rebuild protection on, and
@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_hcloud as hcloud
 
-from . import remote
-from .certificate_authority import CertificateAuthority, ServerCertificate, ServerCertificateArgs
+from components.shared import remote
+from components.shared.certificate_authority import CertificateAuthority, ServerCertificate, ServerCertificateArgs
+from postgres.layout import Layout
+
 from .private_network import PrivateNetwork
 
 # Inputs whose change would make Hetzner rebuild the server and lose its disk: a running
@@ -34,6 +36,7 @@ class PostgresServerArgs:
     pg_conf: str
     hba_conf: str
     package_source: str
+    layout: Layout
     volume_size_gb: int = 0
     delete_protection: bool = True
     labels: dict[str, str] = field(default_factory=dict)
@@ -94,14 +97,18 @@ class PostgresServer(pulumi.ComponentResource):
         self.private_ip = args.private_ip
         self.public_ip = self.server.ipv4_address
         self.ssh = remote.Ssh(host=self.server.ipv4_address, private_key=args.ssh_private_key)
-        pg = {"PG_VERSION": 15}
+        pg: dict[str, str | int] = {"PG_VERSION": args.layout.version}
         wait = remote.step(f"{name}-wait", self.ssh, "wait", {}, self, [self.server])
         install = remote.step(
             f"{name}-install", self.ssh, "install", {**pg, "PACKAGE_SOURCE": args.package_source}, self, [wait]
         )
+
         # Resolved at render time for the command text: the device path is known once the
         # volume exists, and stays fixed.
-        cluster_params = pulumi.Output.from_input(volume_device).apply(lambda dev: {**pg, "VOLUME_DEVICE": dev or ""})
+        def with_device(dev: str) -> dict[str, str | int]:
+            return {**pg, "VOLUME_DEVICE": dev or ""}
+
+        cluster_params = pulumi.Output.from_input(volume_device).apply(with_device)
         cluster = remote.step(
             f"{name}-cluster",
             self.ssh,

@@ -1,7 +1,7 @@
 """What the pgBackRest repository in the bucket says about restore windows and its passphrase.
 
 pgBackRest encrypts file contents, not names, so the layout alone answers the two questions the
-restore rules need (config/rules.py `check_restore_windows`):
+restore rules need (`check_restore_windows` below):
 
 - does a stanza exist?  `<repoPath>/backup/<stanza>/backup.info` is written by stanza-create;
 - since when can it restore?  every backup set is a directory `<repoPath>/backup/<stanza>/<label>/`
@@ -13,8 +13,7 @@ Expired sets are removed by pgBackRest, so the earliest complete full set is whe
 begin. How far the archived WAL reaches is not knowable cheaply here; the restore script on the
 server checks that the target was reached.
 
-One question needs a content: does a passphrase open the stanza (config/rules.py
-`check_backup_passphrase`)? Every repository file is OpenSSL "Salted__" output: the 8-byte magic,
+One question needs a content: does a passphrase open the stanza (`check_backup_passphrase`)? Every repository file is OpenSSL "Salted__" output: the 8-byte magic,
 an 8-byte salt, then AES-256-CBC with PKCS#7 padding under a key and IV from EVP_BytesToKey with
 SHA-1, one iteration (checked against files pgBackRest 2.45 wrote). backup.info, written by
 stanza-create, is encrypted with the repository passphrase itself and starts with `[backrest]`.
@@ -26,12 +25,9 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .model import Settings
+from config import ConfigError, Settings
 
 _STAMP = r"(\d{8}-\d{6})"
 LABEL = re.compile(rf"^{_STAMP}F(?:_{_STAMP}([DI]))?$")
@@ -287,3 +283,61 @@ def _store_error(exc, verb: str, doing: str, where: str, checked: str) -> Config
     return ConfigError(
         "backup.endpoint", f"{doing} {where} failed ({code or exc}); check backup.endpoint and backup.bucket"
     )
+
+
+def check_restore_windows(settings: Settings, catalog: BackupCatalog, now: dt.datetime) -> None:
+    """Refuse a restore the source's backups cannot serve, asking the repository (target hetzner).
+
+    Only while the restored generation has no stanza of its own: once it exists the restore has
+    happened and its block is inert, so the stack keeps deploying after the backups that served
+    it expired. `check` runs first, so every source named here is in clusters.
+    """
+    if settings.target != "hetzner" or settings.backup is None:
+        return
+    for gen, cluster in sorted(settings.clusters.items()):
+        restore = cluster.restore
+        if restore is None or catalog.stanza_exists(settings.stanza(gen)):
+            continue
+        key = f"clusters.{gen}.restore"
+        source = settings.stanza(restore.source)
+        earliest = catalog.earliest_backup_start(source)
+        if earliest is None:
+            raise ConfigError(
+                f"{key}.from",
+                f"{restore.source} (stanza {source} in s3://{settings.backup.bucket}{settings.backup.repo_path}) "
+                f"has no backup yet; wait for the first full backup of {restore.source} (its first `up` takes "
+                "one), then run again",
+            )
+        target = restore.target()
+        if target is not None and target <= earliest:
+            age = now - earliest
+            ago = f", {age.days} d {age.seconds // 3600} h ago" if age >= dt.timedelta(0) else ""
+            raise ConfigError(
+                f"{key}.targetTime",
+                f"{restore.target_time} is before the earliest backup of {restore.source} in the repository "
+                f"(stanza {source}, started {earliest.isoformat()}{ago}); older backups have expired "
+                "(backup.retentionFullDays) or never existed. The earliest restorable time is the end of that "
+                f"backup: pick a targetTime after {earliest.isoformat()}, or 'latest'",
+            )
+
+
+def check_backup_passphrase(settings: Settings, catalog: BackupCatalog) -> None:
+    """Refuse an adopted passphrase (backupCipherPassphrase) that does not open an existing stanza.
+
+    pgBackRest encrypts every repository file with the passphrase it was created with, for good:
+    with another one the servers could neither read the existing backups nor add to them. Only an
+    adopted passphrase is known here; a generated one lives in Pulumi state, and the pgbackrest
+    step on the server guards that case (it refuses a stanza it cannot read).
+    """
+    passphrase = settings.backup_cipher_passphrase
+    if settings.target != "hetzner" or settings.backup is None or passphrase is None:
+        return
+    repository = f"s3://{settings.backup.bucket}{settings.backup.repo_path}"
+    for gen in sorted(settings.clusters):
+        stanza = settings.stanza(gen)
+        if catalog.passphrase_opens(stanza, passphrase) is False:
+            raise ConfigError(
+                "backupCipherPassphrase",
+                f"does not open the existing repository {repository} (stanza {stanza}): a repository's "
+                "passphrase can never change once it exists; set the passphrase it was created with",
+            )

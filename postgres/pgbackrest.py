@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-PG_DATA = "/var/lib/postgresql/15/main"
+from .layout import Layout
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,11 @@ class RepoOptions:
     archive_push_queue_max: str
     archive_push_io_timeout_seconds: int
     verify_tls: bool = True
-    port: int = 443
 
 
-def render(opts: RepoOptions, stanzas: list[str], access_key: str, secret_key: str, cipher_pass: str) -> str:
+def render(
+    opts: RepoOptions, layout: Layout, stanzas: list[str], access_key: str, secret_key: str, cipher_pass: str
+) -> str:
     host, _, port = opts.endpoint.partition(":")
     glob = {
         "repo1-type": "s3",
@@ -60,8 +61,8 @@ def render(opts: RepoOptions, stanzas: list[str], access_key: str, secret_key: s
         glob.update({"repo1-retention-full-type": "count", "repo1-retention-full": str(opts.retention_full_count)})
     else:
         glob.update({"repo1-retention-full-type": "time", "repo1-retention-full": str(opts.retention_full_days)})
-    if port or opts.port != 443:
-        glob["repo1-storage-port"] = port or str(opts.port)
+    if port:
+        glob["repo1-storage-port"] = port
     if not opts.verify_tls:
         glob["repo1-storage-verify-tls"] = "n"
     lines = ["# Rendered by pgstack: edits are overwritten on the next `pulumi up`.", "[global]"]
@@ -74,7 +75,7 @@ def render(opts: RepoOptions, stanzas: list[str], access_key: str, secret_key: s
     # Backups and restores keep the default, which tolerates slow responses to large requests.
     lines += ["", "[global:archive-push]", f"io-timeout={opts.archive_push_io_timeout_seconds}"]
     for stanza in stanzas:
-        lines += ["", f"[{stanza}]", f"pg1-path={PG_DATA}", "pg1-socket-path=/var/run/postgresql"]
+        lines += ["", f"[{stanza}]", f"pg1-path={layout.data_dir}", "pg1-socket-path=/var/run/postgresql"]
     return "\n".join(lines) + "\n"
 
 

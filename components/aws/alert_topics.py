@@ -9,7 +9,7 @@ still reaches someone.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -19,7 +19,6 @@ import pulumi_aws as aws
 class AlertTopicsArgs:
     warning_emails: list[str]
     pagerduty_endpoint: pulumi.Input[str] | None = None  # secret
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 def _slug(value: str) -> str:
@@ -32,8 +31,8 @@ class AlertTopics(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         # Not KMS-encrypted: CloudWatch cannot publish to a topic under the AWS-managed SNS key,
         # and alarm messages carry metric values, not data.
-        self.warning = aws.sns.Topic(f"{name}-warning", name=f"{name}-warning", tags=args.tags, opts=child)
-        self.critical = aws.sns.Topic(f"{name}-critical", name=f"{name}-critical", tags=args.tags, opts=child)
+        self.warning = aws.sns.Topic(f"{name}-warning", name=f"{name}-warning", opts=child)
+        self.critical = aws.sns.Topic(f"{name}-critical", name=f"{name}-critical", opts=child)
 
         def email(topic: aws.sns.Topic, level: str, address: str) -> None:
             aws.sns.TopicSubscription(

@@ -7,12 +7,13 @@ counter (`passwordVersion`) that is a keeper of the RandomPassword: bumping it m
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_random as random
 
-from .roles_sql import scram_verifier
+from postgres.roles import scram_verifier
 
 REPLICATOR = "replicator"
 
@@ -38,8 +39,8 @@ class Credentials(pulumi.ComponentResource):
                 keepers={"role": role, "version": str(version)},
                 opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]),
             )
-            password = pulumi.Output.secret(pw.result)
-            verifier = pulumi.Output.secret(password.apply(lambda p, r=role: scram_verifier(r, p)))
+            password: pulumi.Output[str] = pulumi.Output.secret(pw.result)
+            verifier: pulumi.Output[str] = pulumi.Output.secret(password.apply(functools.partial(scram_verifier, role)))
             self.roles[role] = RoleSecret(role, password, verifier)
         self.register_outputs({})
 

@@ -6,11 +6,9 @@ the settings pgstack manages, which always win and which a stack may not overrid
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
-PG_VERSION = 15
-TLS_DIR = f"/etc/postgresql/{PG_VERSION}/main"
+from .layout import layout
 
 DEFAULTS: dict[str, str] = {
     "port": "5432",
@@ -36,15 +34,6 @@ VERSION_SETTINGS: dict[int, dict[str, str]] = {
     15: {"wal_compression": "zstd", "recovery_init_sync_method": "syncfs"},
 }
 
-# Changing these needs a restart; everything else is applied by a reload. The guest script asks
-# PostgreSQL (pg_settings.pending_restart) rather than trusting this list, which only documents.
-RESTART_SETTINGS = frozenset(
-    {
-        "listen_addresses", "port", "max_connections", "shared_buffers", "wal_level", "archive_mode",
-        "max_wal_senders", "max_replication_slots", "hot_standby", "cluster_name", "shared_preload_libraries",
-    }
-)  # fmt: skip
-
 # What pgstack decides and a stack may not override (config refuses such an override).
 MANAGED = frozenset(
     {
@@ -60,9 +49,21 @@ MANAGED = frozenset(
 
 
 @dataclass(frozen=True)
+class ClusterConf:
+    """What every server of a generation shares in its postgresql.conf."""
+
+    version: int
+    max_connections: int
+    replica_slots: int = 0
+    max_slot_wal_keep_size: str = "10GB"
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ServerConf:
     """What the managed layer depends on, for one server."""
 
+    version: int
     cluster_name: str
     private_ip: str
     max_connections: int
@@ -79,6 +80,7 @@ class ServerConf:
 
 
 def managed_settings(conf: ServerConf) -> dict[str, str]:
+    tls_dir = layout(conf.version).conf_dir
     senders = max(10, conf.replica_slots * 2 + 4)
     settings = {
         # localhost for local tools; the private IP for the network. PostgreSQL binds the private
@@ -114,9 +116,9 @@ def managed_settings(conf: ServerConf) -> dict[str, str]:
         settings.update(
             {
                 "ssl": "on",
-                "ssl_cert_file": f"'{TLS_DIR}/pgstack-server.crt'",
-                "ssl_key_file": f"'{TLS_DIR}/pgstack-server.key'",
-                "ssl_ca_file": f"'{TLS_DIR}/pgstack-ca.crt'",
+                "ssl_cert_file": f"'{tls_dir}/pgstack-server.crt'",
+                "ssl_key_file": f"'{tls_dir}/pgstack-server.key'",
+                "ssl_ca_file": f"'{tls_dir}/pgstack-ca.crt'",
                 "ssl_min_protocol_version": "'TLSv1.2'",
             }
         )
@@ -126,30 +128,26 @@ def managed_settings(conf: ServerConf) -> dict[str, str]:
         settings["primary_conninfo"] = (
             f"'host={conf.primary_host} port=5432 user=replicator passfile=/var/lib/postgresql/.pgpass "
             f"application_name={conf.cluster_name}"
-            + (f" sslmode=verify-ca sslrootcert={TLS_DIR}/pgstack-ca.crt" if conf.tls else "")
+            + (f" sslmode=verify-ca sslrootcert={tls_dir}/pgstack-ca.crt" if conf.tls else "")
             + "'"
         )
         settings["primary_slot_name"] = f"'{conf.primary_slot_name}'"
     return settings
 
 
-def layered(conf: ServerConf, version: int = PG_VERSION) -> dict[str, str]:
+def layered(conf: ServerConf) -> dict[str, str]:
     merged: dict[str, str] = {}
     # Stack overrides are quoted: config limits them to an alphabet without quotes.
     overrides = {name: f"'{value}'" for name, value in conf.overrides.items()}
-    for layer in (DEFAULTS, VERSION_SETTINGS.get(version, {}), overrides, managed_settings(conf)):
+    for layer in (DEFAULTS, VERSION_SETTINGS.get(conf.version, {}), overrides, managed_settings(conf)):
         merged.update(layer)
     return merged
 
 
-def render(conf: ServerConf, version: int = PG_VERSION) -> str:
+def render(conf: ServerConf) -> str:
     lines = [
         "# Rendered by pgstack: edits are overwritten on the next `pulumi up`.",
         "# Set overrides with the stack key pgstack:postgresql.",
     ]
-    lines += [f"{name} = {value}" for name, value in sorted(layered(conf, version).items())]
+    lines += [f"{name} = {value}" for name, value in sorted(layered(conf).items())]
     return "\n".join(lines) + "\n"
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,4 +1,4 @@
-"""RdsInstance: one cluster generation on RDS, a PostgreSQL 15 instance `{stack}-{gen}-db`.
+"""RdsInstance: one cluster generation on RDS, a PostgreSQL instance `{stack}-{gen}-db`.
 
 Encrypted with the stack's KMS key, in the stack's subnet and security group, with the shared
 parameter group, 31 days of point-in-time backups, deletion protection, Performance Insights,

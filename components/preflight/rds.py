@@ -1,14 +1,13 @@
-"""RdsRestore: a `restore` block turns a new generation into a point-in-time restore of its source.
+"""What RDS says about the restores and the active instance a stack asks for (target aws).
 
-The block only matters while the generation's instance does not exist: RdsInstance ignores the
-restore inputs after creation, so a changed targetTime (Terraform's silent trap) or a removed
-block never touches a live instance. A different restore point is a new generation.
+A `restore` block only matters while the generation's instance does not exist: RdsInstance
+ignores the restore inputs after creation, so a changed targetTime (Terraform's silent trap) or
+a removed block never touches a live instance. A different restore point is a new generation.
 
 Before anything is registered, `check_generations` asks RDS whether each pending restore can
 succeed: the source exists, and the target time lies inside its restorable window (the
 automated backups' RestoreWindow, with the instance's LatestRestorableTime as the newer end).
-RDS reads go through an `RdsInspector`, so tests use moto or botocore's Stubber and runs under
-Pulumi mocks (render, unit tests) skip the check explicitly.
+RDS reads go through an `RdsInspector` (components.preflight injects fakes for tests).
 """
 
 from __future__ import annotations
@@ -113,7 +112,7 @@ def check_generations(settings: Settings, inspector: RdsInspector, now: dt.datet
     Returns notes for the log (which restores were checked, which already happened).
     """
     aws = settings.aws
-    assert aws is not None  # config.aws.check guarantees it for target aws
+    assert aws is not None  # config.rules guarantees it for target aws
     now = now or dt.datetime.now(dt.UTC)
     notes: list[str] = []
     for gen, cluster in settings.clusters.items():

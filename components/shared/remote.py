@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_command as command
 
-from . import scripts
+from components import scripts
 
 
 @dataclass
@@ -30,7 +31,7 @@ def step(
     name: str,
     ssh: Ssh,
     script: str,
-    params: pulumi.Input[dict[str, str | int]],
+    params: pulumi.Input[Mapping[str, str | int]],
     parent: pulumi.Resource,
     depends_on: list[pulumi.Resource],
     stdin: pulumi.Input[str] | None = None,
@@ -42,7 +43,7 @@ def step(
     later edits of their inputs are ignored, so a config change can never re-run them over
     live data. The scripts guard against that too.
     """
-    text = pulumi.Output.from_input(params).apply(lambda p: scripts.command(script, p))
+    text = pulumi.Output.from_input(params).apply(lambda p: scripts.command(script, dict(p)))
     triggers: list[pulumi.Input[str]] = [text.apply(scripts.digest)]
     if stdin is not None:
         # A digest of the secret input, itself kept secret: the step re-runs when it changes.

@@ -8,14 +8,19 @@ generation's backups instead of an empty cluster.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pulumi
 
-from . import pgconf, pghba, remote
-from .credentials import REPLICATOR
-from .pghba import HbaRule
+from components.shared import remote
+from components.shared.certificate_authority import CertificateAuthority
+from components.shared.credentials import REPLICATOR
+from postgres import conf as pgconf
+from postgres import hba as pghba
+from postgres.hba import HbaRule
+from postgres.layout import Layout
+
 from .postgres_server import Bootstrap, PostgresServer, PostgresServerArgs
 from .private_network import PrivateNetwork
 
@@ -46,20 +51,34 @@ class RestoreFrom:
     target: str  # ISO 8601 with a time zone, or "latest"
 
 
+@dataclass(frozen=True)
+class ServerSpec:
+    """What every server of a generation shares (the PostgresServerArgs that are not per server)."""
+
+    location: str
+    server_type: str
+    image: str
+    package_source: str
+    volume_size_gb: int = 0
+    delete_protection: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
+    tls: CertificateAuthority | None = None
+
+
 @dataclass
 class ReplicaPairArgs:
     primary_ip: str
     replica_ips: list[str]
-    server: dict  # PostgresServerArgs fields shared by every server of the generation
+    server: ServerSpec
+    layout: Layout
     network: PrivateNetwork
     ssh_private_key: pulumi.Input[str]
     access: Access
-    conf: pgconf.ServerConf
+    conf: pgconf.ClusterConf
     role_sql: pulumi.Output[str]
     replicator_password: pulumi.Output[str]
     backups: Backups | None = None
     restore: RestoreFrom | None = None
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 def slot_name(server_name: str) -> str:
@@ -68,7 +87,7 @@ def slot_name(server_name: str) -> str:
 
 def hba_rules(access: Access, replica_ips: list[str], tls: bool = True) -> list[HbaRule]:
     """Network rules are hostssl: a plain connection from the network matches no line."""
-    kind = "hostssl" if tls else "host"
+    kind: Literal["host", "hostssl"] = "hostssl" if tls else "host"
     rules = pghba.base_rules()
     for role, cidrs in access.rules:
         for cidr in cidrs:
@@ -81,22 +100,28 @@ def hba_rules(access: Access, replica_ips: list[str], tls: bool = True) -> list[
 class ReplicaPair(pulumi.ComponentResource):
     def __init__(self, name: str, args: ReplicaPairArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pgstack:replica_pair:ReplicaPair", name, None, opts)
-        tls = args.server.get("tls") is not None
+        spec = args.server
+        tls = spec.tls is not None
+        cluster = args.conf
         hba = pghba.render(hba_rules(args.access, args.replica_ips, tls=tls))
         backups = args.backups
         stanza = backups.stanza if backups else None
 
         def server(role: str, ip: str, bootstrap: Bootstrap | None, primary_ip: str | None = None) -> PostgresServer:
             server_name = f"{name}-{role}"
-            conf = dataclasses.replace(
-                args.conf,
+            conf = pgconf.ServerConf(
+                version=cluster.version,
                 cluster_name=server_name,
                 private_ip=ip,
+                max_connections=cluster.max_connections,
                 stanza=stanza,
                 archive_timeout_seconds=backups.archive_timeout_seconds if backups else 60,
+                replica_slots=cluster.replica_slots,
+                max_slot_wal_keep_size=cluster.max_slot_wal_keep_size,
+                overrides=cluster.overrides,
+                tls=tls,
                 primary_host=primary_ip,
                 primary_slot_name=slot_name(server_name) if primary_ip else None,
-                tls=tls,
             )
             return PostgresServer(
                 server_name,
@@ -107,7 +132,15 @@ class ReplicaPair(pulumi.ComponentResource):
                     pg_conf=pgconf.render(conf),
                     hba_conf=hba,
                     bootstrap=bootstrap,
-                    **args.server,
+                    layout=args.layout,
+                    location=spec.location,
+                    server_type=spec.server_type,
+                    image=spec.image,
+                    package_source=spec.package_source,
+                    volume_size_gb=spec.volume_size_gb,
+                    delete_protection=spec.delete_protection,
+                    labels=spec.labels,
+                    tls=spec.tls,
                 ),
                 pulumi.ResourceOptions(parent=self),
             )
@@ -115,7 +148,8 @@ class ReplicaPair(pulumi.ComponentResource):
         self._backups = backups
         self.primary = server("primary", args.primary_ip, None)
         primary = self.primary
-        pg = {"PG_VERSION": 15}
+        pg: dict[str, str | int] = {"PG_VERSION": args.layout.version}
+        self._pg = pg
         after_ready: list[pulumi.Resource] = [primary.ready]
         if args.restore is not None:
             if backups is None:
@@ -171,11 +205,13 @@ class ReplicaPair(pulumi.ComponentResource):
             }
         )
 
-    def _pgbackrest(self, name: str, target: PostgresServer, mode: str, depends_on: list[pulumi.Resource]):
+    def _pgbackrest(
+        self, name: str, target: PostgresServer, mode: str, depends_on: list[pulumi.Resource]
+    ) -> pulumi.Resource:
         backups = self._backups
         assert backups is not None
-        params = {
-            "PG_VERSION": 15,
+        params: dict[str, str | int] = {
+            **self._pg,
             "STANZA": backups.stanza,
             "MODE": mode,
             "FULL_SCHEDULE": backups.full_schedule,

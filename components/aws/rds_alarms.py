@@ -8,7 +8,7 @@ stopped previous one, must not page anybody.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -32,7 +32,6 @@ class RdsAlarmsArgs:
     critical_topic_arn: pulumi.Input[str]
     period_seconds: int = 60
     evaluation_periods: int = 5
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 class RdsAlarms(pulumi.ComponentResource):
@@ -73,7 +72,6 @@ class RdsAlarms(pulumi.ComponentResource):
                     treat_missing_data="missing",
                     alarm_actions=[topic],
                     ok_actions=[topic],
-                    tags=args.tags,
                     opts=pulumi.ResourceOptions(parent=self),
                 )
         self.register_outputs({})

@@ -1,0 +1,1 @@
+"""Target aws: PostgreSQL on RDS, alarms and Route53 (seed 001)."""

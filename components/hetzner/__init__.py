@@ -1,0 +1,1 @@
+"""Target hetzner: a private network, servers configured over SSH, pgBackRest to object storage."""

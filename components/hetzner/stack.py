@@ -1,0 +1,180 @@
+"""build_hetzner(settings): target hetzner, servers configured in-guest over SSH (seed 000)."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.shared.certificate_authority import CertificateAuthority
+from components.shared.credentials import REPLICATOR, Credentials
+from components.shared.dns_cutover import DnsCutover, DnsCutoverArgs
+from components.shared.roles import database_url, login_versions, role_model
+from config import Settings
+from postgres import conf as pgconf
+from postgres import pgbackrest as pgbackrest_conf
+from postgres.layout import Layout, layout
+
+from .backup_bucket import BackupBucket, BackupBucketArgs
+from .private_network import PrivateNetwork, PrivateNetworkArgs
+from .replica_pair import Access, Backups, ReplicaPair, ReplicaPairArgs, RestoreFrom, ServerSpec
+
+
+def build_hetzner(settings: Settings) -> None:
+    hz = settings.hetzner
+    assert hz is not None  # config.rules guarantees it for target hetzner
+    pg = layout(settings.postgres.version)
+    labels = {"pgstack-stack": settings.stack, **hz.labels}
+    network = PrivateNetwork(
+        f"{settings.stack}-net",
+        PrivateNetworkArgs(
+            network_cidr=hz.network_cidr,
+            subnet_cidr=hz.subnet_cidr,
+            network_zone=hz.zone,
+            admin_cidrs=list(settings.admin_cidrs),
+            ssh_public_key=settings.ssh_public_key or "",
+            labels=labels,
+        ),
+    )
+    creds = Credentials(f"{settings.stack}-role", login_versions(settings))
+    role_sql = role_model(settings, creds)
+    ca = CertificateAuthority(f"{settings.stack}-ca", f"pgstack {settings.stack} PostgreSQL CA")
+    # Clients verify the servers with this (sslmode=verify-ca or verify-full with sslrootcert).
+    pulumi.export("ca_certificate", ca.cert_pem)
+    roles = settings.roles
+    access = Access(
+        database=settings.database.name,
+        rules=[
+            (roles.app.name, settings.role_cidrs(roles.app)),
+            (roles.migrator.name, settings.role_cidrs(roles.migrator)),
+            (roles.reporting.name, settings.role_cidrs(roles.reporting)),
+            *[(h.name, settings.human_cidrs) for h in roles.humans],
+        ],
+    )
+    ssh_key = pulumi.Output.secret(settings.ssh_private_key or "")
+    bucket = None
+    if settings.backup is not None:
+        b = settings.backup
+        bucket = BackupBucket(
+            f"{settings.stack}-backups",
+            BackupBucketArgs(
+                bucket=b.bucket,
+                endpoint=_endpoint(settings),
+                region=b.region,
+                repo_path=b.repo_path,
+                access_key=pulumi.Output.secret(settings.s3_access_key or ""),
+                secret_key=pulumi.Output.secret(settings.s3_secret_key or ""),
+                labels=labels,
+                cipher_pass=(
+                    pulumi.Output.secret(settings.backup_cipher_passphrase)
+                    if settings.backup_cipher_passphrase is not None
+                    else None
+                ),
+            ),
+        )
+        pulumi.export("backup_repository", bucket.repository)
+        # Keep a copy outside Pulumi state (see README): without it the backups are unreadable.
+        pulumi.export("backup_cipher_passphrase", bucket.cipher_pass)
+    clusters: dict[str, ReplicaPair] = {}
+    for gen, cluster in settings.clusters.items():
+        backups = restore = None
+        if bucket is not None and settings.backup is not None:
+            stanzas = [settings.stanza(gen)]
+            if cluster.restore is not None:
+                stanzas.append(settings.stanza(cluster.restore.source))
+                restore = RestoreFrom(
+                    settings.stanza(cluster.restore.source),
+                    pgbackrest_conf.recovery_target(cluster.restore.target_time),
+                )
+            backups = Backups(
+                stanza=settings.stanza(gen),
+                config=pgbackrest_config(settings, pg, stanzas, bucket),
+                full_schedule=settings.backup.full_schedule,
+                diff_schedule=settings.backup.diff_schedule,
+                archive_timeout_seconds=settings.backup.archive_timeout_seconds,
+            )
+            pulumi.export(f"stanza_{gen}", backups.stanza)
+        assert cluster.primary_ip is not None  # config.rules guarantees it for target hetzner
+        clusters[gen] = ReplicaPair(
+            f"{settings.stack}-{gen}",
+            ReplicaPairArgs(
+                primary_ip=cluster.primary_ip,
+                replica_ips=list(cluster.replica_ips),
+                server=ServerSpec(
+                    location=hz.location,
+                    server_type=hz.server_type,
+                    image=hz.image,
+                    volume_size_gb=hz.volume_size_gb,
+                    package_source=settings.sandbox.package_source,
+                    delete_protection=cluster.delete_protection,
+                    tls=ca,
+                    labels={**labels, "pgstack-cluster": gen},
+                ),
+                layout=pg,
+                network=network,
+                ssh_private_key=ssh_key,
+                access=access,
+                backups=backups,
+                restore=restore,
+                replicator_password=creds[REPLICATOR].password,
+                conf=pgconf.ClusterConf(
+                    version=pg.version,
+                    max_connections=settings.max_connections,
+                    replica_slots=len(cluster.replica_ips),
+                    max_slot_wal_keep_size=settings.replication.max_slot_wal_keep_size,
+                    overrides=dict(settings.postgresql),
+                ),
+                role_sql=role_sql,
+            ),
+        )
+    active = clusters[settings.active]
+    if settings.dns is not None:
+        cutover = DnsCutover(
+            f"{settings.stack}-dns",
+            DnsCutoverArgs(
+                dns=settings.dns,
+                targets={gen: c.primary.private_ip for gen, c in clusters.items()},
+                active=settings.active,
+                record_type="A",
+            ),
+        )
+        pulumi.export("dns_name", cutover.fqdn)
+    pulumi.export("active_cluster", settings.active)
+    pulumi.export("primary_public_ip", active.primary.public_ip)
+    pulumi.export("primary_private_ip", active.primary.private_ip)
+    pulumi.export("replica_private_ips", [r.private_ip for r in active.replicas])
+
+    def url(role: str, host: str) -> pulumi.Output[str]:
+        return database_url(role, creds[role].password, host, settings.database.name)
+
+    pulumi.export("database_url", url(roles.app.name, active.primary.private_ip))
+    if active.replicas:
+        # Read-only by construction: a hot standby, with the reporting role (member of readonly).
+        pulumi.export("replica_database_url", url(roles.reporting.name, active.replicas[0].private_ip))
+
+
+def _endpoint(settings: Settings) -> str:
+    assert settings.backup is not None
+    port = settings.sandbox.s3_port
+    return settings.backup.endpoint if port == 443 else f"{settings.backup.endpoint}:{port}"
+
+
+def pgbackrest_config(settings: Settings, pg: Layout, stanzas: list[str], bucket: BackupBucket) -> pulumi.Output[str]:
+    b = settings.backup
+    assert b is not None
+    opts = pgbackrest_conf.RepoOptions(
+        bucket=b.bucket,
+        endpoint=_endpoint(settings),
+        region=b.region,
+        path=b.repo_path,
+        retention_full_days=b.retention_full_days,
+        retention_full_count=b.retention_full_count,
+        process_max=b.process_max,
+        archive_push_queue_max=b.archive_push_queue_max,
+        archive_push_io_timeout_seconds=b.archive_push_io_timeout_seconds,
+        verify_tls=settings.sandbox.s3_verify_tls,
+    )
+    secrets = pulumi.Output.all(
+        pulumi.Output.secret(settings.s3_access_key or ""),
+        pulumi.Output.secret(settings.s3_secret_key or ""),
+        bucket.cipher_pass,
+    )
+    return pulumi.Output.secret(secrets.apply(lambda v: pgbackrest_conf.render(opts, pg, stanzas, v[0], v[1], v[2])))
