@@ -13,10 +13,11 @@ Expired sets are removed by pgBackRest, so the earliest complete full set is whe
 begin. How far the archived WAL reaches is not knowable cheaply here; the restore script on the
 server checks that the target was reached.
 
-One question needs a content: does a passphrase open the stanza (`check_backup_passphrase`)? Every repository file is OpenSSL "Salted__" output: the 8-byte magic,
-an 8-byte salt, then AES-256-CBC with PKCS#7 padding under a key and IV from EVP_BytesToKey with
-SHA-1, one iteration (checked against files pgBackRest 2.45 wrote). backup.info, written by
-stanza-create, is encrypted with the repository passphrase itself and starts with `[backrest]`.
+One question needs a content: does a passphrase open the stanza (`check_backup_passphrase`)?
+Every repository file is OpenSSL "Salted__" output: the 8-byte magic, an 8-byte salt, then
+AES-256-CBC with PKCS#7 padding under a key and IV from EVP_BytesToKey with SHA-1, one iteration
+(checked against files pgBackRest 2.45 wrote). backup.info, written by stanza-create, is
+encrypted with the repository passphrase itself and starts with `[backrest]`.
 """
 
 from __future__ import annotations
