@@ -82,10 +82,11 @@ def render(
 def recovery_target(value: str) -> str:
     """A config target time ("latest" or ISO 8601 with a zone) in the form pgBackRest accepts.
 
-    pgBackRest wants `YYYY-MM-DD HH:MM:SS[.mmm]+HH:MM`: the time goes to UTC, and precision to
-    the millisecond (truncated, so the target never moves past a commit the user named).
+    `YYYY-MM-DD HH:MM:SS.ffffff+00:00`: in UTC, to the microsecond, PostgreSQL's own precision.
+    pgBackRest passes the text on to recovery_target_time (it reads only the seconds to choose a
+    backup set), so a commit one microsecond before the target is kept and one after it is not.
     """
     if value == "latest":
         return value
     parsed = dt.datetime.fromisoformat(value).astimezone(dt.UTC)
-    return parsed.strftime("%Y-%m-%d %H:%M:%S.") + f"{parsed.microsecond // 1000:03d}+00:00"
+    return parsed.strftime("%Y-%m-%d %H:%M:%S.%f+00:00")

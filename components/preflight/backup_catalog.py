@@ -7,7 +7,10 @@ restore rules need (`check_restore_windows` below):
 - since when can it restore?  every backup set is a directory `<repoPath>/backup/<stanza>/<label>/`
   whose label starts with the set's start time in the server's local time (pgstack servers run
   UTC): `20261121-200134F` (full), `20261121-200134F_20261122-020000D` (diff), `..._...I` (incr).
-  A set is complete once its `backup.manifest` is written (a running one has only the `.copy`).
+  A set is complete once its `backup.manifest` is written (a running one has only the `.copy`),
+  which pgBackRest does after the backup stopped: the object's LastModified is the earliest
+  time recovery from that set can reach (a few seconds after the exact stop time, which only the
+  encrypted manifest holds; so the check errs on the side of refusing).
 
 Expired sets are removed by pgBackRest, so the earliest complete full set is where recovery can
 begin. How far the archived WAL reaches is not knowable cheaply here; the restore script on the
@@ -40,7 +43,7 @@ class BackupCatalog(Protocol):
 
     def stanza_exists(self, stanza: str) -> bool: ...
 
-    def earliest_backup_start(self, stanza: str) -> dt.datetime | None: ...
+    def earliest_restorable(self, stanza: str) -> tuple[str, dt.datetime] | None: ...
 
     def passphrase_opens(self, stanza: str, passphrase: str) -> bool | None: ...
 
@@ -219,16 +222,22 @@ class S3BackupCatalog:
                     found.append(parsed)
         return sorted(found, key=lambda b: (b.start, b.label))
 
-    def _complete(self, stanza: str, label: str) -> bool:
+    def _completed_at(self, stanza: str, label: str) -> dt.datetime | None:
+        """When the set's backup.manifest was written (the set is complete), or None."""
         key = f"{self._stanza_prefix(stanza)}{label}/backup.manifest"
         # Keys list in order, so backup.manifest comes before backup.manifest.copy.
-        return any(o["Key"] == key for page in self._list(Prefix=key, MaxKeys=1) for o in page.get("Contents", []))
+        for page in self._list(Prefix=key, MaxKeys=1):
+            for obj in page.get("Contents", []):
+                if obj["Key"] == key:
+                    written: dt.datetime = obj["LastModified"]
+                    return written.astimezone(dt.UTC)
+        return None
 
-    def earliest_backup_start(self, stanza: str) -> dt.datetime | None:
-        """The start of the earliest complete full backup set, or None when there is none."""
+    def earliest_restorable(self, stanza: str) -> tuple[str, dt.datetime] | None:
+        """The earliest complete full backup set and when it completed, or None when there is none."""
         for backup in self.labels(stanza):
-            if backup.kind == "full" and self._complete(stanza, backup.label):
-                return backup.start
+            if backup.kind == "full" and (done := self._completed_at(stanza, backup.label)) is not None:
+                return backup.label, max(done, backup.start)
         return None
 
     def _read(self, key: str) -> bytes | None:
@@ -301,24 +310,25 @@ def check_restore_windows(settings: Settings, catalog: BackupCatalog, now: dt.da
             continue
         key = f"clusters.{gen}.restore"
         source = settings.stanza(restore.source)
-        earliest = catalog.earliest_backup_start(source)
-        if earliest is None:
+        found = catalog.earliest_restorable(source)
+        if found is None:
             raise ConfigError(
                 f"{key}.from",
                 f"{restore.source} (stanza {source} in s3://{settings.backup.bucket}{settings.backup.repo_path}) "
                 f"has no backup yet; wait for the first full backup of {restore.source} (its first `up` takes "
                 "one), then run again",
             )
+        label, earliest = found
         target = restore.target()
         if target is not None and target <= earliest:
             age = now - earliest
             ago = f", {age.days} d {age.seconds // 3600} h ago" if age >= dt.timedelta(0) else ""
             raise ConfigError(
                 f"{key}.targetTime",
-                f"{restore.target_time} is before the earliest backup of {restore.source} in the repository "
-                f"(stanza {source}, started {earliest.isoformat()}{ago}); older backups have expired "
-                "(backup.retentionFullDays) or never existed. The earliest restorable time is the end of that "
-                f"backup: pick a targetTime after {earliest.isoformat()}, or 'latest'",
+                f"{restore.target_time} is before the earliest restorable time of {restore.source}, "
+                f"{earliest.isoformat()}{ago}: recovery starts at the end of the earliest backup in the repository "
+                f"(stanza {source}, backup {label}); older backups have expired (backup.retentionFullDays) or never "
+                f"existed. Pick a targetTime after {earliest.isoformat()}, or 'latest'",
             )
 
 

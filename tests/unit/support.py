@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import boto3
+import moto.s3.models as moto_s3_models
 from moto import mock_aws
 
 from components.preflight.backup_catalog import S3BackupCatalog
@@ -123,9 +126,9 @@ class CatalogSpy:
         self.asked.append(("exists", stanza))
         return self.inner.stanza_exists(stanza)
 
-    def earliest_backup_start(self, stanza):
+    def earliest_restorable(self, stanza):
         self.asked.append(("earliest", stanza))
-        return self.inner.earliest_backup_start(stanza)
+        return self.inner.earliest_restorable(stanza)
 
     def passphrase_opens(self, stanza, passphrase):
         self.asked.append(("opens", stanza))
@@ -143,6 +146,10 @@ def inputs(result: program.RunResult, type_: str, name: str) -> dict[str, Any]:
     return program.unwrap(reg(result, type_, name).inputs)
 
 
+# How long a backup set takes in these fakes: its manifest is written this long after its label's time.
+BACKUP_SECONDS = 180
+
+
 class MotoRepo:
     """A pgBackRest repository in moto's S3, written the way pgBackRest names its objects."""
 
@@ -158,12 +165,17 @@ class MotoRepo:
         for name in ("archive.info", "archive.info.copy"):
             self.put(f"archive/{stanza}/{name}")
 
-    def backup(self, stanza: str, label: str, complete: bool = True) -> None:
+    def backup(self, stanza: str, label: str, complete: bool = True, seconds: float = BACKUP_SECONDS) -> None:
+        """A backup set that started at its label's time and, if complete, ended `seconds` later."""
         # A running backup has saved only its manifest copy; a complete one has both.
         self.put(f"backup/{stanza}/{label}/backup.manifest.copy")
         self.put(f"backup/{stanza}/{label}/bundle/1")
         if complete:
-            self.put(f"backup/{stanza}/{label}/backup.manifest")
+            stamp = label.rsplit("_", 1)[-1][:15]
+            ended = dt.datetime.strptime(stamp, "%Y%m%d-%H%M%S") + dt.timedelta(seconds=seconds)
+            # moto stamps LastModified with its clock; the catalog reads it as the set's end.
+            with mock.patch.object(moto_s3_models, "utcnow", lambda: ended):
+                self.put(f"backup/{stanza}/{label}/backup.manifest")
 
     def catalog(self, **kw) -> S3BackupCatalog:
         return S3BackupCatalog(MOTO_ENDPOINT, PROD_BUCKET, "/" + self.root, "test-access-key-id", "test-secret", **kw)

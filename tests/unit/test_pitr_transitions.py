@@ -195,7 +195,7 @@ def test_restore_step_is_create_only_and_restores_g1_to_the_target(runs):
     assert restore.options["ignoreChanges"] == CREATE_ONLY
     text = program.unwrap(restore.inputs["create"])
     assert script_param(text, "SOURCE_STANZA") == "hcb_production-g1"
-    assert script_param(text, "TARGET") == pgbackrest_conf.recovery_target(TARGET) == "2026-05-25 10:00:00.000+00:00"
+    assert script_param(text, "TARGET") == pgbackrest_conf.recovery_target(TARGET) == "2026-05-25 10:00:00.000000+00:00"
     assert "delete" not in restore.inputs
     # Config first (it reads g1's stanza), then restore, then the roles on the restored data.
     assert "prod-g2-primary-pgbackrest-config" in restore.options["dependencies"]
@@ -335,3 +335,18 @@ def test_removing_a_generation_another_one_restores_from_is_refused():
     assert exc.key == "pgstack:clusters.g2.restore.from"
     assert "keep the source until g2 has its own full backup" in exc.detail
     assert "remove the restore block from clusters.g2" in exc.detail
+
+
+@pytest.mark.parametrize(
+    ("config_value", "rendered"),
+    [
+        # The issue's example: cut to milliseconds, a commit at .123400 would have been lost.
+        ("2026-12-01T23:11:10.123456+05:30", "2026-12-01 17:41:10.123456+00:00"),
+        ("2026-12-01T17:41:10.000001+00:00", "2026-12-01 17:41:10.000001+00:00"),
+        ("2026-12-01T17:41:10.9+00:00", "2026-12-01 17:41:10.900000+00:00"),
+        ("2026-12-01T17:41:10-08:00", "2026-12-02 01:41:10.000000+00:00"),
+        ("latest", "latest"),
+    ],
+)
+def test_recovery_target_keeps_microseconds(config_value, rendered):
+    assert pgbackrest_conf.recovery_target(config_value) == rendered

@@ -22,14 +22,15 @@ from components.preflight.backup_catalog import S3BackupCatalog, parse_label
 from config import ConfigError
 from sandbox import program
 from tests.conftest import run_stack, stack_config
+from tests.unit.support import BACKUP_SECONDS, MotoRepo, moto_repo
 from tests.unit.support import MOTO_ENDPOINT as ENDPOINT
 from tests.unit.support import PROD_BUCKET as BUCKET
 from tests.unit.support import CatalogSpy as Spy
-from tests.unit.support import moto_repo
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 G1, G2 = "hcb_production-g1", "hcb_production-g2"
 EARLIEST = "20260520-020000F"  # the earliest complete full backup of g1 below
+EARLIEST_END = dt.datetime(2026, 5, 20, 2, 3, tzinfo=dt.UTC)  # it took BACKUP_SECONDS (3 min)
 FAST = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1})
 
 
@@ -125,38 +126,40 @@ def test_catalog_lists_labels_ignoring_other_directories(g1_backed_up):
     ]
 
 
-def test_earliest_backup_is_the_earliest_complete_full_set(g1_backed_up):
+def test_earliest_restorable_is_the_end_of_the_earliest_complete_full_set(g1_backed_up):
     cat = g1_backed_up.catalog()
     assert cat.stanza_exists(G1) is True
-    assert cat.earliest_backup_start(G1) == dt.datetime(2026, 5, 20, 2, 0, tzinfo=dt.UTC)
+    assert cat.earliest_restorable(G1) == (EARLIEST, EARLIEST_END)
 
 
 def test_stanza_without_backups_and_missing_stanza(repo):
     repo.stanza(G1)
     cat = repo.catalog()
     assert cat.stanza_exists(G1) is True
-    assert cat.earliest_backup_start(G1) is None
+    assert cat.earliest_restorable(G1) is None
     assert cat.stanza_exists(G2) is False
-    assert cat.earliest_backup_start(G2) is None
+    assert cat.earliest_restorable(G2) is None
 
 
 def test_a_running_first_backup_is_not_a_backup_yet(repo):
     repo.stanza(G1)
     repo.backup(G1, "20260520-020000F", complete=False)
-    assert repo.catalog().earliest_backup_start(G1) is None
+    assert repo.catalog().earliest_restorable(G1) is None
 
 
 def test_repo_path_at_the_bucket_root(repo):
-    repo.client.put_object(Bucket=BUCKET, Key=f"backup/{G1}/backup.info", Body=b"x")
-    repo.client.put_object(Bucket=BUCKET, Key=f"backup/{G1}/{EARLIEST}/backup.manifest", Body=b"x")
+    at_root = MotoRepo(repo.client, root="")
+    at_root.put = lambda key, body=b"x": repo.client.put_object(Bucket=BUCKET, Key=key, Body=body)  # no root prefix
+    at_root.stanza(G1)
+    at_root.backup(G1, EARLIEST)
     cat = S3BackupCatalog(ENDPOINT, BUCKET, "/", "k", "s")
-    assert cat.stanza_exists(G1) and cat.earliest_backup_start(G1) == dt.datetime(2026, 5, 20, 2, tzinfo=dt.UTC)
+    assert cat.stanza_exists(G1) and cat.earliest_restorable(G1) == (EARLIEST, EARLIEST_END)
 
 
 def test_a_bucket_that_does_not_exist_yet_holds_no_stanza(repo):
     cat = S3BackupCatalog(ENDPOINT, "not-created-yet", "/pgbackrest", "k", "s")
     assert cat.stanza_exists(G1) is False
-    assert cat.earliest_backup_start(G1) is None
+    assert cat.earliest_restorable(G1) is None
 
 
 # --- the rules, through the program ---------------------------------------------------------------
@@ -165,9 +168,21 @@ def test_a_bucket_that_does_not_exist_yet_holds_no_stanza(repo):
 def test_target_before_the_earliest_backup_is_refused(g1_backed_up):
     exc = refused(with_g2("2026-05-20T01:59:59+00:00"), g1_backed_up.catalog())
     assert exc.key == "pgstack:clusters.g2.restore.targetTime"
-    assert "2026-05-20T02:00:00+00:00" in exc.detail, exc.detail  # names the earliest restorable time
-    assert "pick a targetTime after 2026-05-20T02:00:00+00:00, or 'latest'" in exc.detail, exc.detail
-    assert G1 in exc.detail
+    assert "earliest restorable time of g1, 2026-05-20T02:03:00+00:00" in exc.detail, exc.detail
+    assert "Pick a targetTime after 2026-05-20T02:03:00+00:00, or 'latest'" in exc.detail, exc.detail
+    assert G1 in exc.detail and EARLIEST in exc.detail
+
+
+def test_target_inside_the_first_backup_is_refused(g1_backed_up):
+    """After the first backup started, before it ended: no backup can serve it (the fidelity issue)."""
+    assert BACKUP_SECONDS == 180
+    exc = refused(with_g2("2026-05-20T02:01:30+00:00"), g1_backed_up.catalog())
+    assert exc.key == "pgstack:clusters.g2.restore.targetTime"
+    assert "2026-05-20T02:03:00+00:00" in exc.detail, exc.detail
+
+
+def test_target_right_after_the_first_backup_ended_is_accepted(g1_backed_up):
+    accepted(with_g2("2026-05-20T02:03:00.000001+00:00"), g1_backed_up.catalog())
 
 
 def test_target_at_the_start_of_the_earliest_backup_is_refused(g1_backed_up):
