@@ -66,12 +66,28 @@ def _create_role(name: str, attributes: str, create_only: str = "") -> str:
     )
 
 
+# The verifiers below travel in ALTER ROLE statements, which log_statement = 'ddl' (and a slow or
+# failing statement) would write to the server log. This session logs no statement text. Setting
+# these needs superuser (or, on RDS, a grant the master user may lack): then say so and go on, as
+# the verifier is not the password.
+QUIET_LOGS = (
+    "DO $$BEGIN\n"
+    "  PERFORM set_config('log_statement', 'none', false);\n"
+    "  PERFORM set_config('log_min_duration_statement', '-1', false);\n"
+    "  PERFORM set_config('log_min_error_statement', 'panic', false);\n"
+    "EXCEPTION WHEN insufficient_privilege THEN\n"
+    "  RAISE WARNING 'pgstack: cannot turn statement logging off: the server log may hold role verifiers';\n"
+    "END$$;"
+)
+
+
 def render(model: RoleModel) -> str:
     """psql script (meta-commands included), to be fed on stdin to `psql -d postgres`."""
     owner, db = model.owner, model.database
     out = [
         "\\set ON_ERROR_STOP on",
         "SET client_min_messages = warning;",
+        QUIET_LOGS,
         "-- group roles: nobody logs in as these",
     ]
     # CREATE ROLE's defaults are NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION.

@@ -296,3 +296,18 @@ def test_replica_database_url_is_a_secret_read_only_url():
     url = result.outputs["replica_database_url"]
     assert url.startswith("postgres://metabase:") and "@10.0.1.6:5432/hcb_production" in url, url
     assert url.endswith("sslmode=require"), url
+
+
+def test_the_role_sql_turns_statement_logging_off_before_any_verifier():
+    """log_statement = 'ddl' would write every ALTER ROLE ... PASSWORD '<verifier>' to the server log."""
+    from postgres import roles
+
+    login = roles.Login("app", 5, scram_verifier("app", "pw-" * 12), ("write",))
+    sql = roles.render(roles.RoleModel("db", "owner", (login,)))
+    quiet = sql.index("set_config('log_statement', 'none', false)")
+    assert quiet < sql.index("SCRAM-SHA-256$"), "a verifier is sent while statements are still logged"
+    # Slow and failing statements are logged with their text too.
+    assert "set_config('log_min_duration_statement', '-1', false)" in sql[: sql.index("SCRAM-SHA-256$")]
+    assert "set_config('log_min_error_statement', 'panic', false)" in sql[: sql.index("SCRAM-SHA-256$")]
+    # The session that logs no statement is the one that sends the verifiers: no \connect between.
+    assert "\\connect" not in sql[quiet : sql.rindex("SCRAM-SHA-256$")]
