@@ -8,68 +8,33 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 from pydantic import ValidationError
 
-from . import aws, model, rules
+from . import rules, schema
 from .errors import ConfigError
+from .fields import PATTERN_HINTS, SUPPORTED_POSTGRES_VERSIONS
 from .model import Settings
+from .schema import Key
 
-__all__ = ["KEYS", "ConfigError", "Settings", "load_settings", "settings_from_mapping"]
+__all__ = [
+    "KEYS",
+    "NAMESPACE",
+    "SUPPORTED_POSTGRES_VERSIONS",
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "settings_from_mapping",
+]
 
 NAMESPACE = "pgstack"
 
 
-@dataclass(frozen=True)
-class Key:
-    """One stack config key, as Pulumi.yaml documents it."""
-
-    kind: str  # string | integer | boolean | array | object
-    secret: bool = False
-    sandbox_only: bool = False
-
-
-# The declarative key table (pgBackRest-style): what may appear in a stack file. A test checks
-# that Pulumi.yaml documents exactly these keys with these types.
-KEYS: dict[str, Key] = {
-    "target": Key("string"),
-    "clusters": Key("object"),
-    "active": Key("string"),
-    "database": Key("object"),
-    "roles": Key("object"),
-    "hetzner": Key("object"),
-    "adminCidrs": Key("array"),
-    "allowSshFromAnywhere": Key("boolean"),
-    "sshPublicKey": Key("string"),
-    "sshPrivateKey": Key("string", secret=True),
-    "postgres": Key("object"),
-    "postgresql": Key("object"),
-    "backup": Key("object"),
-    "s3AccessKey": Key("string", secret=True),
-    "s3SecretKey": Key("string", secret=True),
-    # Adopt an existing pgBackRest repository: its passphrase (unset: generated once per stack).
-    "backupCipherPassphrase": Key("string", secret=True),
-    "replication": Key("object"),
-    "dns": Key("object"),
-    "aws": Key("object"),
-    "pagerdutyEndpoint": Key("string", secret=True),
-    "sandbox": Key("object", sandbox_only=True),
-}
-
-# Hints for the pydantic patterns, so an error says how to fix the value, not just the regex.
-_PATTERN_HINTS = {
-    model.IDENTIFIER_PATTERN: "use a PostgreSQL identifier: lowercase letters, digits and _, "
-    "starting with a letter or _, at most 63 characters",
-    model.GENERATION_PATTERN: "name generations with a lowercase letter and digits, e.g. g1, g2",
-    model.SIZE_PATTERN: "write a size such as 10GB or 4GiB",
-    model.CALENDAR_PATTERN: "write a systemd OnCalendar expression such as 'Sun *-*-* 02:00:00'",
-    model.GUC_VALUE_PATTERN: "use letters, digits, spaces and _ . , : / % + - only",
-    model.GUC_NAME_PATTERN: "use a PostgreSQL setting name such as work_mem",
-    **aws.PATTERN_HINTS,
-}
+# What may appear in a stack file, derived from the Settings fields (config/schema.py), so a key is
+# declared once. A test checks that Pulumi.yaml documents exactly these keys with these types.
+KEYS: dict[str, Key] = schema.keys(Settings)
 
 
 def load_settings(now: dt.datetime | None = None, allow_sandbox: bool = False) -> Settings:
@@ -158,8 +123,8 @@ def _config_error(exc: ValidationError) -> ConfigError:
         msg = msg[len("Value error, ") :]
     hint = ""
     pattern = (err.get("ctx") or {}).get("pattern")
-    if pattern in _PATTERN_HINTS:
-        hint = f"; {_PATTERN_HINTS[pattern]}"
+    if pattern in PATTERN_HINTS:
+        hint = f"; {PATTERN_HINTS[pattern]}"
         msg = "value not allowed"
     elif err["type"] == "extra_forbidden":
         msg = "unknown key; check its spelling against the config reference in Pulumi.yaml"

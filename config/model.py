@@ -2,26 +2,34 @@
 
 Pure: nothing here reads Pulumi config or touches the network, so every rule can be tested
 directly. Field names are snake_case in Python and camelCase in the stack files.
+
+Every key is declared once, here and in aws.py: its type, default, range and description. The key
+table (config.KEYS), the error hints and the reference in Pulumi.yaml (`python -m
+config.reference --write`) are derived from these declarations. Descriptions are fragments the
+reference joins into sentences, except those of the top-level keys (Settings), which are prose.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+
+from .aws import PROTECTED_PARAMETERS, Aws
+from .fields import (
+    DEFAULT_POSTGRES_VERSION,
+    SUPPORTED_POSTGRES_VERSIONS,
+    Model,
+    parse_cidr,
+    parse_ipv4,
+    pattern,
+    secret,
+    versions_text,
 )
-from pydantic.alias_generators import to_camel
 
-from .aws import Aws
+__all__ = ["SUPPORTED_POSTGRES_VERSIONS", "Settings"]
 
 # Postgres identifiers are rendered into SQL and pg_hba unquoted; this pattern is what makes
 # that safe (no quoting, no injection, fits NAMEDATALEN).
@@ -34,7 +42,23 @@ HOSTNAME_PATTERN = r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$"
 GUC_NAME_PATTERN = r"^[a-z_][a-z0-9_.]{0,62}$"
 GUC_VALUE_PATTERN = r"^[A-Za-z0-9 _.,:/%+-]{0,200}$"
 
-Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+Identifier = Annotated[
+    str,
+    pattern(
+        IDENTIFIER_PATTERN,
+        "use a PostgreSQL identifier: lowercase letters, digits and _, starting with a letter or _, at most 63 "
+        "characters",
+    ),
+]
+Generation = Annotated[
+    str, pattern(GENERATION_PATTERN, "name generations with a lowercase letter and digits, e.g. g1, g2")
+]
+Size = Annotated[str, pattern(SIZE_PATTERN, "write a size such as 10GB or 4GiB")]
+Calendar = Annotated[
+    str, pattern(CALENDAR_PATTERN, "write a systemd OnCalendar expression such as 'Sun *-*-* 02:00:00'")
+]
+GucName = Annotated[str, pattern(GUC_NAME_PATTERN, "use a PostgreSQL setting name such as work_mem")]
+GucValue = Annotated[str, pattern(GUC_VALUE_PATTERN, "use letters, digits, spaces and _ . , : / % + - only")]
 
 # Roles pgstack creates itself, or PostgreSQL owns: a stack may not name a role after them.
 RESERVED_ROLES = frozenset({"postgres", "replicator", "readonly", "write", "public"})
@@ -47,7 +71,7 @@ def _role_name(value: str) -> str:
 
 
 # Checked per field, so the error names the exact key (roles.app.name, roles.humans[0].name).
-RoleName = Annotated[str, Field(pattern=IDENTIFIER_PATTERN), AfterValidator(_role_name)]
+RoleName = Annotated[Identifier, AfterValidator(_role_name)]
 
 # Hetzner location -> the network zone its private networks live in.
 NETWORK_ZONES = {
@@ -61,62 +85,52 @@ NETWORK_ZONES = {
 
 
 def _cidr(value: str) -> str:
-    try:
-        net = ipaddress.ip_network(value, strict=True)
-    except ValueError as exc:
-        raise ValueError(
-            f"{value!r} is not a valid CIDR ({exc}); write it as network/prefix, e.g. 10.0.1.0/24"
-        ) from None
-    return str(net)
-
-
-def _ipv4(value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 address; write it as e.g. 10.0.1.5") from None
+    return str(parse_cidr(value, example="10.0.1.0/24"))
 
 
 Cidr = Annotated[str, AfterValidator(_cidr)]
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
+IPv4 = Annotated[str, AfterValidator(parse_ipv4)]
 
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel, frozen=True)
+_PASSWORD_VERSION = "bump to rotate: a new password is generated and the old one stops working"
 
 
 class LoginRole(Model):
     """A role that logs in: its name, how many sessions it may hold, where it may come from."""
 
     name: RoleName
-    connection_limit: int = Field(default=20, ge=1, le=10000)
-    # Empty means the private subnet of the stack.
-    cidrs: list[Cidr] = []
-    # Bump to rotate: a new password is generated and the old one stops working.
-    password_version: int = Field(default=1, ge=1, le=100000)
+    connection_limit: int = Field(default=20, ge=1, le=10000, description="the sessions it may hold")
+    cidrs: list[Cidr] = Field(default=[], description="where it connects from (empty: the private subnet)")
+    password_version: int = Field(default=1, ge=1, le=100000, description=_PASSWORD_VERSION)
 
 
 class AppRole(LoginRole):
     # Rails runs its own migrations by default (seed 000): this lets the app act as the owner.
-    runs_migrations: bool = False
+    runs_migrations: bool = Field(default=False, description="the app acts as the owner, so it can run migrations")
 
 
 class HumanRole(Model):
     name: RoleName
     access: Literal["readonly", "write"]
     connection_limit: int = Field(default=5, ge=1, le=100)
-    password_version: int = Field(default=1, ge=1, le=100000)
+    password_version: int = Field(default=1, ge=1, le=100000, description=_PASSWORD_VERSION)
 
 
 class Roles(Model):
-    # Owns the schema and every object in it; nobody logs in as it (seed 001's schema owner).
-    owner: RoleName = "schema_owner"
-    app: AppRole
-    migrator: LoginRole = LoginRole(name="migrator", connection_limit=5)
-    reporting: LoginRole = LoginRole(name="reporting", connection_limit=10)
-    humans: list[HumanRole] = []
-    # Where people connect from (a bastion, a VPN range); empty means the admin CIDRs.
-    human_cidrs: list[Cidr] = []
+    owner: RoleName = Field(
+        default="schema_owner", description="owns the schema and every object in it, nobody logs in as it"
+    )
+    app: AppRole = Field(description="the application: reads and writes the data")
+    migrator: LoginRole = Field(
+        default=LoginRole(name="migrator", connection_limit=5), description="runs migrations, acting as the owner"
+    )
+    reporting: LoginRole = Field(
+        default=LoginRole(name="reporting", connection_limit=10),
+        description="reads only (replica_database_url connects as it)",
+    )
+    humans: list[HumanRole] = Field(default=[], description="people, one login each")
+    human_cidrs: list[Cidr] = Field(
+        default=[], description="where people connect from, a bastion or a VPN range (empty: adminCidrs)"
+    )
 
     def logins(self) -> list[LoginRole | HumanRole]:
         return [self.app, self.migrator, self.reporting, *self.humans]
@@ -131,23 +145,40 @@ class Roles(Model):
 
 
 class Database(Model):
-    name: Identifier
-    # Sized from the role limits when unset (sum + reserve); when set it must fit them.
-    max_connections: int | None = Field(default=None, ge=20, le=10000)
-    # Superuser, replication, pgBackRest and maintenance sessions live outside the role limits.
-    reserved_connections: int = Field(default=15, ge=5, le=1000)
+    name: Identifier = Field(description="a PostgreSQL identifier")
+    max_connections: int | None = Field(
+        default=None,
+        ge=20,
+        le=10000,
+        description="unset: the sum of the role connection limits plus reservedConnections (when set, it must "
+        "fit them)",
+    )
+    reserved_connections: int = Field(
+        default=15,
+        ge=5,
+        le=1000,
+        description="superuser, replication, pgBackRest and maintenance sessions, outside the role limits",
+    )
 
 
 class Hetzner(Model):
     location: Literal["ash", "hil", "fsn1", "nbg1", "hel1", "sin"]
-    server_type: str = Field(pattern=r"^[a-z0-9-]{2,20}$")
+    server_type: str = Field(pattern=r"^[a-z0-9-]{2,20}$", description="e.g. ccx13")
     image: str = Field(default="ubuntu-24.04", pattern=r"^[a-z0-9.-]{2,40}$")
-    network_cidr: Cidr
-    subnet_cidr: Cidr
-    network_zone: str | None = None
-    # 0 keeps the data on the server's local disk.
-    volume_size_gb: int = Field(default=0, ge=0, le=10240)
-    labels: dict[str, str] = {}
+    network_cidr: Cidr = Field(description="the private network, a private IPv4 range such as 10.0.0.0/16")
+    subnet_cidr: Cidr = Field(description="the servers' subnet, inside networkCidr")
+    network_zone: str | None = Field(
+        default=None,
+        description="unset: the location's (" + ", ".join(f"{loc} {zone}" for loc, zone in NETWORK_ZONES.items()) + ")",
+    )
+    volume_size_gb: int = Field(
+        default=0,
+        ge=0,
+        le=10240,
+        description="0 = the data stays on the server's local disk, else a volume of this size, at least 10 "
+        "(Hetzner's minimum)",
+    )
+    labels: dict[str, str] = Field(default={}, description="added to every Hetzner resource of the stack")
 
     @property
     def zone(self) -> str:
@@ -181,8 +212,11 @@ class Hetzner(Model):
 
 
 class Restore(Model):
-    source: str = Field(alias="from", pattern=GENERATION_PATTERN)
-    target_time: str
+    source: Generation = Field(alias="from", description="the source generation")
+    target_time: str = Field(
+        description="an ISO 8601 time with a time zone (e.g. 2026-11-20T10:00:00+00:00), or 'latest' to replay "
+        "the whole archive"
+    )
 
     @field_validator("target_time")
     @classmethod
@@ -211,44 +245,73 @@ def parse_target_time(value: str) -> dt.datetime:
 class Cluster(Model):
     """One generation of the database: a primary, its replicas, and where its data comes from."""
 
-    # Hetzner: required (config.rules). AWS: must stay unset, RDS picks its own addresses.
-    primary_ip: IPv4 | None = None
-    replica_ips: list[IPv4] = []
-    # Hetzner delete/rebuild protection. Retiring a generation: set false, up, then remove it.
-    delete_protection: bool = True
-    restore: Restore | None = None
+    # Optional in the model only because target aws has no use for it; config.rules requires it for hetzner.
+    primary_ip: IPv4 | None = Field(
+        default=None,
+        description="hetzner: required, a fixed private IP inside hetzner.subnetCidr. aws: leave unset, RDS picks "
+        "its addresses (a generation is the RDS instance <stack>-<gen>-db)",
+    )
+    replica_ips: list[IPv4] = Field(
+        default=[], description="hetzner: hot standbys, each at a private IP inside hetzner.subnetCidr. aws: none"
+    )
+    delete_protection: bool = Field(
+        default=True, description="to retire a generation, set it false, run up, then remove the generation"
+    )
+    restore: Restore | None = Field(
+        default=None,
+        description="build this generation from another one's backups. Create-only: removing the block later "
+        "never touches the restored data",
+    )
 
 
 class Backup(Model):
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-    endpoint: str = Field(pattern=HOSTNAME_PATTERN)
-    region: str = Field(pattern=r"^[a-z0-9-]{2,30}$")
+    endpoint: str = Field(pattern=HOSTNAME_PATTERN, description="e.g. fsn1.your-objectstorage.com")
+    region: str = Field(pattern=r"^[a-z0-9-]{2,30}$", description="e.g. fsn1")
     repo_path: str = Field(default="/pgbackrest", pattern=r"^/[A-Za-z0-9_./-]{0,200}$")
-    retention_full_days: int = Field(default=30, ge=1, le=3650)
-    # Count-based retention overrides time retention when set (used by tests: time retention
-    # counts whole days).
-    retention_full_count: int | None = Field(default=None, ge=1, le=100)
-    process_max: int = Field(default=4, ge=1, le=32)
-    archive_timeout_seconds: int = Field(default=60, ge=10, le=3600)
-    archive_push_queue_max: str = Field(default="4GiB", pattern=SIZE_PATTERN)
+    retention_full_days: int = Field(default=30, ge=1, le=3650, description="how long full backups are kept")
+    # Used by tests: time retention counts whole days.
+    retention_full_count: int | None = Field(
+        default=None, ge=1, le=100, description="keep this many full backups instead (overrides retentionFullDays)"
+    )
+    process_max: int = Field(default=4, ge=1, le=32, description="pgBackRest's parallel processes")
+    archive_timeout_seconds: int = Field(
+        default=60, ge=10, le=3600, description="PostgreSQL's archive_timeout: a WAL segment is archived this often"
+    )
+    archive_push_queue_max: Size = Field(
+        default="4GiB", description="the WAL that may wait while the store is unreachable (beyond it, WAL is dropped)"
+    )
     # While the store is unreachable, one async push attempt takes about 8x this before it gives
     # up, and the queue bound is only enforced between attempts (see pgbackrest_conf).
-    archive_push_io_timeout_seconds: int = Field(default=10, ge=3, le=600)
-    full_schedule: str = Field(default="Sun *-*-* 02:00:00", pattern=CALENDAR_PATTERN)
-    diff_schedule: str = Field(default="Mon..Sat *-*-* 02:00:00", pattern=CALENDAR_PATTERN)
+    archive_push_io_timeout_seconds: int = Field(
+        default=10,
+        ge=3,
+        le=600,
+        description="pgBackRest's io-timeout for WAL pushes only: how fast a dead store is noticed, so how far the "
+        "queue can overshoot its bound",
+    )
+    full_schedule: Calendar = Field(
+        default="Sun *-*-* 02:00:00", description="systemd OnCalendar of the weekly full backup"
+    )
+    diff_schedule: Calendar = Field(
+        default="Mon..Sat *-*-* 02:00:00", description="systemd OnCalendar of the differential backups"
+    )
 
 
 class Replication(Model):
-    max_slot_wal_keep_size: str = Field(default="10GB", pattern=SIZE_PATTERN)
+    max_slot_wal_keep_size: Size = Field(
+        default="10GB", description="bounds the WAL a dead replica's slot may hold on the primary"
+    )
 
 
 class Dns(Model):
     provider: Literal["hetzner", "route53"]
-    zone: str = Field(pattern=r"^[a-z0-9.-]{3,253}$")
-    # Route53 hosted zone id; Hetzner zones are looked up by name.
-    zone_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{1,32}$")
-    record: str = Field(default="db", pattern=r"^[a-z0-9-]{1,63}$")
-    ttl: int = Field(default=60, ge=30, le=86400)
+    zone: str = Field(pattern=r"^[a-z0-9.-]{3,253}$", description="e.g. example.com (a Hetzner zone is found by name)")
+    zone_id: str | None = Field(
+        default=None, pattern=r"^[A-Z0-9]{1,32}$", description="the Route53 hosted zone id, required for route53"
+    )
+    record: str = Field(default="db", pattern=r"^[a-z0-9-]{1,63}$", description="the name in the zone")
+    ttl: int = Field(default=60, ge=30, le=86400, description="seconds")
 
     @model_validator(mode="after")
     def _route53_zone(self) -> Dns:
@@ -257,49 +320,109 @@ class Dns(Model):
         return self
 
 
+class Postgres(Model):
+    version: int = Field(
+        default=DEFAULT_POSTGRES_VERSION,
+        description=f"the major version of every generation (pgstack supports {versions_text()})",
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _supported(cls, value: int) -> int:
+        if value not in SUPPORTED_POSTGRES_VERSIONS:
+            raise ValueError(f"not supported; pgstack supports PostgreSQL {versions_text(SUPPORTED_POSTGRES_VERSIONS)}")
+        return value
+
+
 class SandboxOverrides(Model):
     """Keys only the local rehearsal may set (see sandbox/overlay.py); refused in a real stack."""
 
-    package_source: Literal["pgdg", "distro"] = "pgdg"
-    s3_verify_tls: bool = True
-    s3_port: int = Field(default=443, ge=1, le=65535)
+    package_source: Literal["pgdg", "distro"] = Field(
+        default="pgdg", description="PostgreSQL from apt.postgresql.org, or from Debian (the guests have no internet)"
+    )
+    s3_verify_tls: bool = Field(default=True, description="false for the local S3's self-signed certificate")
+    s3_port: int = Field(default=443, ge=1, le=65535, description="the local S3 listens on a high port")
 
 
-class Postgres(Model):
-    version: int = 15
+def _internal(description: str) -> Any:
+    """Set by the program, not by the stack file: not a config key."""
+    return Field(description=description, json_schema_extra={"config_key": False})
 
 
 class Settings(Model):
-    """Everything the program needs, validated as a whole."""
+    """Everything the program needs, validated as a whole.
 
-    project: str
-    stack: str
-    target: Literal["hetzner", "aws"]
-    clusters: dict[Annotated[str, Field(pattern=GENERATION_PATTERN)], Cluster]
-    active: str
-    database: Database
-    roles: Roles
-    hetzner: Hetzner | None = None
-    admin_cidrs: list[Cidr] = []
-    allow_ssh_from_anywhere: bool = False
-    ssh_public_key: str | None = Field(default=None, pattern=r"^ssh-(ed25519|rsa) [A-Za-z0-9+/=]+( [^\n]*)?$")
-    postgres: Postgres = Postgres()
-    postgresql: dict[
-        Annotated[str, Field(pattern=GUC_NAME_PATTERN)], Annotated[str, Field(pattern=GUC_VALUE_PATTERN)]
-    ] = {}
-    backup: Backup | None = None
-    replication: Replication = Replication()
-    dns: Dns | None = None
-    aws: Aws | None = None
-    sandbox: SandboxOverrides = SandboxOverrides()
-    # Secrets: values are never logged or rendered; repr hides them.
-    ssh_private_key: str | None = Field(default=None, repr=False)
-    s3_access_key: str | None = Field(default=None, repr=False)
-    s3_secret_key: str | None = Field(default=None, repr=False)
-    # Adopt an existing pgBackRest repository: its passphrase. Unset, the stack generates one.
-    backup_cipher_passphrase: str | None = Field(default=None, repr=False)
-    # target aws: the PagerDuty CloudWatch integration URL (it embeds the integration key).
-    pagerduty_endpoint: str | None = Field(default=None, repr=False)
+    The fields are the `pgstack:*` keys, in the order Pulumi.yaml documents them.
+    """
+
+    project: str = _internal("the Pulumi project")
+    stack: str = _internal("the Pulumi stack")
+    target: Literal["hetzner", "aws"] = Field(description="Where the database runs.")
+    clusters: dict[Generation, Cluster] = Field(
+        description="The cluster generations, by name (g1, g2, ...). A restored generation is built next to its "
+        "source from the source's backups."
+    )
+    active: str = Field(
+        description="The generation clients use (the DNS record and database_url point at its primary)."
+    )
+    database: Database = Field(description="The database the roles use.")
+    roles: Roles = Field(
+        description="Role names are PostgreSQL identifiers, each used once, and none of "
+        f"{', '.join(sorted(RESERVED_ROLES))} or pg_*."
+    )
+    hetzner: Hetzner | None = Field(default=None, description="Required for target hetzner.")
+    admin_cidrs: list[Cidr] = Field(
+        default=[],
+        description="Required for hetzner. CIDRs allowed to reach SSH (TCP 22) on the public interface. "
+        "0.0.0.0/0 needs allowSshFromAnywhere.",
+    )
+    allow_ssh_from_anywhere: bool = Field(
+        default=False, description="Explicit opt-in to let adminCidrs contain 0.0.0.0/0 or ::/0."
+    )
+    ssh_public_key: str | None = Field(
+        default=None,
+        pattern=r"^ssh-(ed25519|rsa) [A-Za-z0-9+/=]+( [^\n]*)?$",
+        description="Required for hetzner. The admin SSH public key (ssh-ed25519 or ssh-rsa) put on the servers "
+        "(one key per stack).",
+    )
+    ssh_private_key: str | None = secret(
+        "Required for hetzner and aws. hetzner: the private key of sshPublicKey; aws: the key that logs in to "
+        "aws.bastion. Used by the remote commands."
+    )
+    postgres: Postgres = Field(default=Postgres(), description="The PostgreSQL server.")
+    postgresql: dict[GucName, GucValue] = Field(
+        default={},
+        description="postgresql.conf overrides, setting name to value (e.g. shared_buffers: 2GB). Settings pgstack "
+        "manages (listen_addresses, archive_*, ...) are refused, and on target aws those that keep RDS safe ("
+        f"{', '.join(PROTECTED_PARAMETERS)}).",
+    )
+    backup: Backup | None = Field(
+        default=None,
+        description="pgBackRest repository on S3-compatible object storage (target hetzner; target aws keeps its "
+        "backups in RDS). Without it, no backups are taken and no generation can be restored.",
+    )
+    s3_access_key: str | None = secret("Object storage access key, issued in the Hetzner console.")
+    s3_secret_key: str | None = secret("Object storage secret key.")
+    backup_cipher_passphrase: str | None = secret(
+        "Optional. Adopt an existing pgBackRest repository: its passphrase (repo1-cipher-pass). Unset, pgstack "
+        "generates one once per stack. A repository's passphrase can never change: when a generation's stanza "
+        "already exists in the bucket and this passphrase does not open it, the program stops before changing "
+        "anything."
+    )
+    replication: Replication = Field(default=Replication(), description="Streaming replication to the replicas.")
+    dns: Dns | None = Field(default=None, description="Optional DNS name for the active primary.")
+    aws: Aws | None = Field(
+        default=None, description=f"Required for target aws (PostgreSQL {versions_text()} on RDS, see docs/aws.md)."
+    )
+    pagerduty_endpoint: str | None = secret(
+        "Optional, target aws. The PagerDuty CloudWatch integration URL that critical alarms go to; it embeds the "
+        "integration key. Unset: critical alarms go to the warning emails."
+    )
+    sandbox: SandboxOverrides = Field(
+        default=SandboxOverrides(),
+        description="Only the local rehearsal may set this (refused in a real stack); see sandbox/overlay.py.",
+        json_schema_extra={"sandbox_only": True},
+    )
 
     @property
     def max_connections(self) -> int:

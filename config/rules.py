@@ -1,17 +1,19 @@
 """Cross-field rules: what no single key can check on its own.
 
 Each rule raises ConfigError naming the key to edit and how, so a bad stack file stops the
-program before any resource is registered.
+program before any resource is registered. The rules of either target live here (they need the
+whole Settings); model.py and aws.py check what one block can check alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Iterator
 
 from postgres.conf import MANAGED
 
-from . import aws as aws_rules
+from .aws import PROTECTED_PARAMETERS, RDS_IDENTIFIER
 from .errors import ConfigError
 from .model import Settings
 
@@ -25,7 +27,7 @@ def check(settings: Settings, now: dt.datetime) -> None:
     if settings.target == "hetzner":
         _check_hetzner(settings)
     else:
-        aws_rules.check(settings)
+        _check_aws(settings)
     _check_cipher_passphrase(settings)
 
 
@@ -172,9 +174,81 @@ def _check_hetzner(settings: Settings) -> None:
                 )
 
 
-def _role_cidr_keys(settings: Settings):
+def _role_cidr_keys(settings: Settings) -> Iterator[tuple[str, list[str]]]:
     roles = settings.roles
     yield "roles.app.cidrs", roles.app.cidrs
     yield "roles.migrator.cidrs", roles.migrator.cidrs
     yield "roles.reporting.cidrs", roles.reporting.cidrs
     yield "roles.humanCidrs", roles.human_cidrs
+
+
+def _check_aws(settings: Settings) -> None:
+    """Cross-field rules for target aws, after the common ones."""
+    aws = settings.aws
+    if aws is None:
+        raise ConfigError(
+            "aws", "target aws needs the aws block (region, vpcId, subnetIds, instanceClass, bastion); see Pulumi.yaml"
+        )
+    if settings.hetzner is not None:
+        raise ConfigError("hetzner", "target aws does not use the hetzner block; remove it")
+    if settings.backup is not None:
+        raise ConfigError(
+            "backup", "target aws keeps its backups in RDS (aws.backupRetentionDays); remove the pgBackRest block"
+        )
+    _check_engine_version(settings)
+    for key, cidrs in _role_cidr_keys(settings):
+        if cidrs:
+            raise ConfigError(
+                key,
+                "RDS has no pg_hba.conf, so per-role CIDRs cannot be enforced there; remove them and list "
+                "the sources in aws.allowedCidrs / aws.allowedSecurityGroupIds",
+            )
+    for gen, cluster in settings.clusters.items():
+        if cluster.primary_ip is not None:
+            raise ConfigError(
+                f"clusters.{gen}.primaryIp", "RDS chooses its own addresses; remove primaryIp for target aws"
+            )
+        if cluster.replica_ips:
+            raise ConfigError(
+                f"clusters.{gen}.replicaIps", "target aws has no pgstack replicas; remove them and use aws.multiAz"
+            )
+        ident = aws.identifier(settings.stack, gen)
+        if not RDS_IDENTIFIER.match(ident):
+            raise ConfigError(
+                f"clusters.{gen}",
+                f"the RDS identifier {ident!r} (stack-generation-db) is not valid: use a stack name of lowercase "
+                "letters, digits and single hyphens, and keep it under 55 characters",
+            )
+    for gen in settings.clusters:
+        seen = [gen]
+        while (restore := settings.clusters[seen[-1]].restore) is not None and restore.source in settings.clusters:
+            if restore.source in seen:
+                raise ConfigError(
+                    f"clusters.{gen}.restore.from",
+                    f"restores form a cycle ({' <- '.join([*seen, restore.source])}); a restore needs a source "
+                    "that exists first",
+                )
+            seen.append(restore.source)
+    names = {r.name for r in settings.roles.logins()} | {settings.roles.owner}
+    if aws.master_username in names:
+        raise ConfigError(
+            "aws.masterUsername", f"{aws.master_username!r} is also a role in pgstack:roles; give the master its own"
+        )
+    for name in settings.postgresql:
+        if name in PROTECTED_PARAMETERS:
+            raise ConfigError(f"postgresql.{name}", f"pgstack sets this on RDS: {PROTECTED_PARAMETERS[name]}")
+
+
+def _check_engine_version(settings: Settings) -> None:
+    """aws.engineVersion runs postgres.version: its major (the part before the dot) must be it.
+
+    The message is the one the engineVersion pattern gave when only 15 matched it.
+    """
+    assert settings.aws is not None
+    engine, version = settings.aws.engine_version, settings.postgres.version
+    if engine.partition(".")[0] != str(version):
+        raise ConfigError(
+            "aws.engineVersion",
+            f"{engine!r}: value not allowed; pgstack runs PostgreSQL {version} on RDS: write {version}, or "
+            f"{version}.x to pin the minor version",
+        )
