@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -214,8 +215,9 @@ class Hetzner(Model):
 class Restore(Model):
     source: Generation = Field(alias="from", description="the source generation")
     target_time: str = Field(
-        description="an ISO 8601 time with a time zone (e.g. 2026-11-20T10:00:00+00:00), or 'latest' to replay "
-        "the whole archive"
+        description="an ISO 8601 time with a time zone (e.g. 2026-11-20T10:00:00+00:00, with up to six fractional "
+        "digits, 2026-11-20T10:00:00.123456+00:00: the restore holds exactly the commits up to that microsecond), "
+        "or 'latest' to replay the whole archive"
     )
 
     @field_validator("target_time")
@@ -230,7 +232,17 @@ class Restore(Model):
         return None if self.target_time == "latest" else parse_target_time(self.target_time)
 
 
+# Seconds may carry up to six fractional digits: PostgreSQL keeps microseconds, no finer.
+_FRACTION = re.compile(r"T\d{2}:\d{2}:\d{2}[.,](\d+)")
+
+
 def parse_target_time(value: str) -> dt.datetime:
+    fraction = _FRACTION.search(value)
+    if fraction and len(fraction.group(1)) > 6:
+        raise ValueError(
+            f"targetTime {value!r} has {len(fraction.group(1))} fractional digits; PostgreSQL restores to the "
+            "microsecond, so write at most six (e.g. 2026-11-20T10:00:00.123456+00:00)"
+        )
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:

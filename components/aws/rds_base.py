@@ -40,7 +40,7 @@ DEFAULT_PARAMETERS: dict[str, tuple[str, str]] = {
 def parameters(max_connections: int, overrides: dict[str, str]) -> dict[str, tuple[str, str]]:
     """The parameter group's settings: pgstack's defaults, then `pgstack:postgresql` overrides.
 
-    config.aws refuses overrides of the TLS, password and connection settings.
+    config.rules refuses overrides of the TLS, password and connection settings.
     """
     params = dict(DEFAULT_PARAMETERS)
     params["max_connections"] = (str(max_connections), "pending-reboot")

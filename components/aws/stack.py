@@ -240,7 +240,7 @@ def _creation_order(settings: Settings) -> list[str]:
             return
         restore = settings.clusters[gen].restore
         if restore is not None:
-            visit(restore.source)  # config.aws refuses cycles
+            visit(restore.source)  # config.rules refuses cycles
         order.append(gen)
 
     for gen in sorted(settings.clusters):

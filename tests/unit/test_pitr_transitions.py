@@ -350,3 +350,16 @@ def test_removing_a_generation_another_one_restores_from_is_refused():
 )
 def test_recovery_target_keeps_microseconds(config_value, rendered):
     assert pgbackrest_conf.recovery_target(config_value) == rendered
+
+
+def test_a_target_finer_than_microseconds_is_refused_naming_the_key():
+    def edit(cfg):
+        cfg["pgstack:clusters"]["g2"] = {
+            "primaryIp": "10.0.1.7",
+            "restore": {"from": "g1", "targetTime": "2026-05-25T10:00:00.1234567+00:00"},
+        }
+
+    with pytest.raises(ConfigError) as err:
+        run_stack("prod", edit=edit)
+    assert err.value.key == "pgstack:clusters.g2.restore.targetTime"
+    assert "at most six" in str(err.value)
