@@ -143,6 +143,7 @@ def main() -> None:
         boot = steps.get(name, 0.0)
         prep = sum(steps.get(f"{name}-{k}", 0.0) for k in ("wait", "install", "cluster", "tls", "configure"))
         restore_step = steps.get(f"{name}-restore", 0.0)
+        assert reh.result is not None
         out = next(r for r in reh.result.mocks.registrations if r.name == f"{name}-restore").outputs
         phases = re.search(r"pgbackrest restore (\d+)s, recovery and checks (\d+)s", str(out.get("stderr", "")))
         writable = reh.sql(name, "select not pg_is_in_recovery()") == "t"

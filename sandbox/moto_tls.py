@@ -31,7 +31,7 @@ def shutdown_request(self: serving.BaseWSGIServer, request: Any) -> None:
     _orig_shutdown_request(self, request)
 
 
-serving.BaseWSGIServer.shutdown_request = shutdown_request  # type: ignore[method-assign]
+serving.BaseWSGIServer.shutdown_request = shutdown_request  # type: ignore[method-assign,assignment]
 
 
 def main(argv: list[str]) -> None:

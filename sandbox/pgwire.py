@@ -65,7 +65,7 @@ def handshake(host: str, port: int, user: str, dbname: str, password: str, tls: 
         params = f"user\0{user}\0database\0{dbname}\0\0".encode()
         body = struct.pack("!I", PROTOCOL_3) + params
         sock.sendall(struct.pack("!I", len(body) + 4) + body)
-        scram: dict[str, bytes | str] = {}
+        scram: dict[str, str] = {}
         while True:
             kind, payload = conn.read()
             if kind == b"E":

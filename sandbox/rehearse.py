@@ -108,6 +108,7 @@ class Rehearsal:
     checks: list[Check] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     result: program.RunResult | None = None
+    mocks: RehearsalMocks | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -143,6 +144,7 @@ class Rehearsal:
     def run_program(self, label: str) -> program.RunResult:
         self.echo(f"== pulumi up ({label}) of stack {self.stack}: resources as they complete")
         mocks = RehearsalMocks(self.testbed, self.passwords, echo=self.echo)
+        self.mocks = mocks
         catalog = None
         s3 = getattr(self, "s3", None)
         if s3 is not None and "pgstack:backup" in self.raw:
@@ -172,6 +174,12 @@ class Rehearsal:
         return self.result
 
     # ---- helpers for checks -------------------------------------------------------------
+    @property
+    def servers(self) -> dict[str, str]:
+        """Server name -> private IP, of the last program run."""
+        assert self.mocks is not None, "the program has not run"
+        return self.mocks.servers
+
     def check(self, name: str, ok: bool, detail: str) -> bool:
         self.checks.append(Check(name, bool(ok), detail))
         self.echo(f"  {'PASS' if ok else 'FAIL'} {name}: {detail}")
@@ -269,7 +277,7 @@ class Rehearsal:
 
     def reboot_checks(self) -> None:
         assert self.result is not None
-        for name, ip in sorted(self.result.mocks.servers.items()):
+        for name, ip in sorted(self.servers.items()):
             t0 = time.perf_counter()
             self.testbed.reboot_guest(name)
             ok = False
@@ -287,7 +295,7 @@ class Rehearsal:
         """What a second run must not change, per server."""
         snap: dict[str, Any] = {}
         assert self.result is not None
-        for name, ip in sorted(self.result.mocks.servers.items()):
+        for name, ip in sorted(self.servers.items()):
             res = self.testbed.ssh(
                 ip,
                 "set -e; cd /etc/postgresql/15/main; sha256sum conf.d/50-pgstack.conf pg_hba.conf "
@@ -302,7 +310,7 @@ class Rehearsal:
 
     def plant_sentinels(self) -> None:
         assert self.result is not None
-        for _name, ip in self.result.mocks.servers.items():
+        for _name, ip in self.servers.items():
             token = secrets.token_hex(8)
             self.testbed.ssh(
                 ip,
@@ -325,7 +333,7 @@ class Rehearsal:
             )
 
     def report(self, ok: bool, error: str | None) -> dict[str, Any]:
-        hosts = dict(self.result.mocks.servers) if self.result else {}
+        hosts = dict(self.mocks.servers) if self.mocks else {}
         return {
             "ok": ok and all(c.ok for c in self.checks) and all(st["ok"] for st in self.steps),
             "stack": self.stack,

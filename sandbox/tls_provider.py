@@ -52,6 +52,7 @@ def _validity(inputs: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
 def provide(type_: str, inputs: dict[str, Any]) -> dict[str, Any]:
     kind = type_[len(PREFIX) :].split(":")[0]
     if kind == "privateKey":
+        key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
         if inputs.get("algorithm") == "RSA":
             key = rsa.generate_private_key(public_exponent=65537, key_size=int(inputs.get("rsaBits", 2048)))
         else:
@@ -81,28 +82,28 @@ def provide(type_: str, inputs: dict[str, Any]) -> dict[str, Any]:
         return {"certPem": cert.public_bytes(serialization.Encoding.PEM).decode()}
     if kind == "certRequest":
         key = _load_key(inputs["privateKeyPem"])
-        builder = x509.CertificateSigningRequestBuilder().subject_name(_subject(inputs.get("subject")))
+        request = x509.CertificateSigningRequestBuilder().subject_name(_subject(inputs.get("subject")))
         sans = _sans(inputs)
         if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
-        csr = builder.sign(key, hashes.SHA256())
+            request = request.add_extension(x509.SubjectAlternativeName(sans), False)
+        csr = request.sign(key, hashes.SHA256())
         return {"certRequestPem": csr.public_bytes(serialization.Encoding.PEM).decode()}
     if kind == "locallySignedCert":
-        csr = x509.load_pem_x509_csr(inputs["certRequestPem"].encode())
+        signed = x509.load_pem_x509_csr(inputs["certRequestPem"].encode())
         ca = x509.load_pem_x509_certificate(inputs["caCertPem"].encode())
         ca_key = _load_key(inputs["caPrivateKeyPem"])
         start, end = _validity(inputs)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(csr.subject)
+            .subject_name(signed.subject)
             .issuer_name(ca.subject)
-            .public_key(csr.public_key())
+            .public_key(signed.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         )
-        for ext in csr.extensions:
+        for ext in signed.extensions:
             builder = builder.add_extension(ext.value, ext.critical)
         cert = builder.sign(ca_key, hashes.SHA256())
         return {"certPem": cert.public_bytes(serialization.Encoding.PEM).decode()}
