@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -248,7 +249,10 @@ def run(
             preflight.use(None)
     pulumi.runtime.set_all_config(dict(raw_config), secret_keys=secret_keys or [])
     runtime_settings.ROOT.set(None)
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    failed: list[BaseException] = []
+    loop.set_exception_handler(_quiet_after_failure(failed))
+    asyncio.set_event_loop(loop)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=OptionsMonitor(mocks))
 
     exported: dict[str, Any] = {}
@@ -269,5 +273,38 @@ def run(
 
         return pulumi.Output.from_input(asyncio.ensure_future(collect()))
 
-    program()
+    try:
+        program()
+    except BaseException as exc:
+        failed.append(exc)
+        raise
     return RunResult(mocks, exported, secret_outputs, settings)
+
+
+def _quiet_after_failure(failed: list[BaseException]) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """Report a failed resource once: as the exception `run` raises.
+
+    The engine resolves every output of a failed resource with its exception; the resources that
+    would have read them never register, so asyncio finds each unread and prints its traceback
+    when it is collected (dozens per failed step). Those are the failure already raised; anything
+    else is still reported, in one line.
+    """
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if not failed or exc is None or "never retrieved" not in str(context.get("message", "")):
+            loop.default_exception_handler(context)
+            return
+        chain = {id(e) for e in _chain(failed[0])}
+        if id(exc) not in chain and str(exc) not in {str(e) for e in _chain(failed[0])}:
+            print(f"also failed in the same run: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+
+    return handler
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
