@@ -21,6 +21,7 @@ from typing import Any
 import pulumi
 
 from . import overlay, program, tls_provider
+from .engine import COMMAND, EngineState
 from .testbed import GuestSpec, Testbed
 
 REPO = program.REPO
@@ -37,11 +38,23 @@ class CommandFailed(Exception):
 class RehearsalMocks(program.RecordingMocks):
     """Mocks whose resources are real: guests, SSH commands, secrets, buckets."""
 
-    def __init__(self, testbed: Testbed, passwords: dict[str, str], echo=print):
+    def __init__(
+        self,
+        testbed: Testbed,
+        passwords: dict[str, str],
+        echo=print,
+        engine: EngineState | None = None,
+        run_every_command: bool = False,
+    ):
         super().__init__(secret_value=self._password)
         self.testbed = testbed
         self.passwords = passwords  # kept across runs, as Pulumi state keeps them
         self.echo = echo
+        # With an engine state, a resource is acted on as the real engine would (sandbox/engine.py);
+        # run_every_command runs every Command's create again, to prove the scripts idempotent.
+        self.engine = engine
+        self.run_every_command = run_every_command
+        self.actions: dict[str, str] = {}
         self.steps: list[dict[str, Any]] = []
         self.servers: dict[str, str] = {}  # server name -> private IP
         self._pw_lock = threading.Lock()
@@ -58,6 +71,12 @@ class RehearsalMocks(program.RecordingMocks):
         if pulumi.runtime.is_dry_run():
             return outs
         inputs = program.unwrap(reg.inputs)
+        ignored = list(reg.options.get("ignoreChanges") or [])
+        action = self.engine.plan(reg.type, reg.name, inputs, ignored) if self.engine else "create"
+        if self.run_every_command and reg.type == COMMAND and action == "same":
+            action = "replace"
+        if reg.custom:
+            self.actions[reg.name] = action
         started = time.perf_counter()
         ok = False
         try:
@@ -73,7 +92,10 @@ class RehearsalMocks(program.RecordingMocks):
                 self.servers[reg.name] = ip
                 # The guest has one address, the private one: it stands in for the public one too.
                 outs["ipv4Address"] = ip
-            elif reg.type == "command:remote:Command":
+            elif reg.type == COMMAND and action == "same" and self.engine is not None:
+                # The engine runs nothing: the outputs are the state's.
+                outs.update(self.engine.outputs(reg.type, reg.name))
+            elif reg.type == COMMAND:
                 host = inputs["connection"]["host"]
                 stdin = inputs.get("stdin")
                 res = self.testbed.ssh(host, inputs["create"], stdin=stdin.encode() if stdin else None)
@@ -84,12 +106,18 @@ class RehearsalMocks(program.RecordingMocks):
                 self.testbed.create_bucket(inputs["bucket"])
                 outs["bucket"] = inputs["bucket"]
             ok = True
+            if self.engine is not None and reg.custom:
+                kept: dict[str, Any] = {k: outs[k] for k in ("stdout", "stderr") if reg.type == COMMAND and k in outs}
+                self.engine.record(reg.type, reg.name, inputs, ignored, kept)
             return outs
         finally:
             seconds = time.perf_counter() - started
             if reg.custom:
-                self.steps.append({"resource": reg.name, "type": reg.type, "seconds": round(seconds, 3), "ok": ok})
-                self.echo(f"  {'ok ' if ok else 'FAIL'} {seconds:7.2f}s  {reg.type.split(':')[-1]:<16} {reg.name}")
+                self.steps.append(
+                    {"resource": reg.name, "type": reg.type, "seconds": round(seconds, 3), "ok": ok, "action": action}
+                )
+                kind = reg.type.split(":")[-1]
+                self.echo(f"  {'ok ' if ok else 'FAIL'} {seconds:7.2f}s  {action:<7}  {kind:<16} {reg.name}")
 
 
 @dataclass
@@ -109,6 +137,8 @@ class Rehearsal:
     steps: list[dict[str, Any]] = field(default_factory=list)
     result: program.RunResult | None = None
     mocks: RehearsalMocks | None = None
+    engine: EngineState | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -141,9 +171,23 @@ class Rehearsal:
         }
         self.raw = overlay.apply(base, ep.host, ep.port, ep.region, keys)
 
-    def run_program(self, label: str) -> program.RunResult:
+    def engine_state(self) -> EngineState:
+        """The stack's state as the engine would keep it; none is left from guests that are gone."""
+        if self.engine is None:
+            path = self.testbed.run_dir / f"engine-{self.stack}.json"
+            if path.exists() and not self.testbed.guests():
+                path.unlink()
+            self.engine = EngineState.load(path)
+        return self.engine
+
+    def run_program(self, label: str, run_every_command: bool = False) -> program.RunResult:
+        """One `pulumi up`: only what changed since the last run is acted on, unless run_every_command."""
         self.echo(f"== pulumi up ({label}) of stack {self.stack}: resources as they complete")
-        mocks = RehearsalMocks(self.testbed, self.passwords, echo=self.echo)
+        engine = self.engine_state()
+        engine.seen.clear()
+        mocks = RehearsalMocks(
+            self.testbed, self.passwords, echo=self.echo, engine=engine, run_every_command=run_every_command
+        )
         self.mocks = mocks
         catalog = None
         s3 = getattr(self, "s3", None)
@@ -171,7 +215,29 @@ class Rehearsal:
         finally:
             self.steps += [dict(s, run=label) for s in mocks.steps]
             self.timings[f"program:{label}"] = time.perf_counter() - t0
+        actions = dict(mocks.actions)
+        for type_, name in engine.deleted():
+            if type_ == "hcloud:index/server:Server":
+                self.testbed.stop_guest(name)
+            engine.forget(type_, name)
+            actions[name] = "delete"
+            self.echo(f"  ok            delete   {type_.split(':')[-1]:<16} {name}")
+        counts = {
+            a: sum(1 for v in actions.values() if v == a) for a in ("create", "replace", "update", "same", "delete")
+        }
+        commands = sorted(
+            n for n, a in mocks.actions.items() if a in ("create", "replace") and n in self._commands(mocks)
+        )
+        self.runs.append({"run": label, "actions": actions, "counts": counts, "commands_run": commands})
+        self.echo(
+            f"Resources: {counts['create']} created, {counts['replace']} replaced, {counts['update']} updated, "
+            f"{counts['delete']} deleted, {counts['same']} unchanged; commands run: {len(commands)}"
+        )
         return self.result
+
+    @staticmethod
+    def _commands(mocks: RehearsalMocks) -> set[str]:
+        return {r.name for r in mocks.of_type(COMMAND)}
 
     # ---- helpers for checks -------------------------------------------------------------
     @property
@@ -319,13 +385,22 @@ class Rehearsal:
             )
 
     def twice(self) -> None:
+        """A second `up` with nothing changed acts on nothing; then every script again, to prove it idempotent."""
         self.plant_sentinels()
         before = self.snapshot()
         self.run_program("second")
+        second = self.runs[-1]
+        acted = {n: a for n, a in second["actions"].items() if a != "same"}
+        self.check(
+            "second run: 0 to change (no command run, no resource touched), as `pulumi preview` would show",
+            not acted,
+            "0 to change" if not acted else f"acted on: {acted}",
+        )
+        self.run_program("every script again", run_every_command=True)
         after = self.snapshot()
         for name in sorted(before):
             self.check(
-                f"{name}: second run changed nothing (files, roles, sentinel, no restart)",
+                f"{name}: every script run again changed nothing (files, roles, sentinel, no restart)",
                 before[name] == after.get(name),
                 "identical"
                 if before[name] == after.get(name)
@@ -341,6 +416,7 @@ class Rehearsal:
             "overlay": overlay.describe(),
             "hosts": {name: {"private_ip": ip} for name, ip in hosts.items()},
             "steps": self.steps,
+            "runs": self.runs,
             "checks": [c.__dict__ for c in self.checks],
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
         }

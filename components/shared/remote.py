@@ -40,8 +40,8 @@ def step(
     """Run `script` on the server. It runs again whenever its text or stdin changes.
 
     create_only: for steps that must run once in a server's life (a restore, a base backup):
-    later edits of their inputs are ignored, so a config change can never re-run them over
-    live data. The scripts guard against that too.
+    later edits of their inputs (and of the admin SSH key) are ignored, so a config change can
+    never re-run them over live data. The scripts guard against that too.
     """
     text = pulumi.Output.from_input(params).apply(lambda p: scripts.command(script, dict(p)))
     triggers: list[pulumi.Input[str]] = [text.apply(scripts.digest)]
@@ -58,6 +58,8 @@ def step(
         opts=pulumi.ResourceOptions(
             parent=parent,
             depends_on=depends_on,
-            ignore_changes=["create", "triggers", "stdin"] if create_only else None,
+            # A new admin key (connection.privateKey) would replace every command, and so run it
+            # again: harmless for the idempotent steps, but a create-only step must never run twice.
+            ignore_changes=["create", "triggers", "stdin", "connection.privateKey"] if create_only else None,
         ),
     )

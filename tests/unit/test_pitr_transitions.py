@@ -39,7 +39,7 @@ RETIMED = "2026-05-26T08:00:00+00:00"
 RRSET = "hcloud:index/zoneRrset:ZoneRrset"
 RESTORE = (COMMAND, "prod-g2-primary-restore")
 G2_PRIMARY = (SERVER, "prod-g2-primary")
-CREATE_ONLY = ["create", "triggers", "stdin"]
+CREATE_ONLY = ["create", "triggers", "stdin", "connection.privateKey"]
 
 
 def add_g2(target: str = TARGET):
