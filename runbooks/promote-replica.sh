@@ -5,12 +5,21 @@
 # data), unless FORCE=1 is set because the old primary is fenced (stopped, or cut off).
 # Backups go on in the same stanza on the new timeline: the replica already has pgBackRest and
 # the backup timers, which act on whichever server is the primary.
+# The PostgreSQL version is the one cluster's that pg_lsclusters shows; on a server with more
+# clusters, name it: ssh root@<replica> 'PG_VERSION=15 bash -s' < runbooks/promote-replica.sh
 set -euo pipefail
-PG_VERSION=${PG_VERSION:-15}
 cd /
 log() { printf '[promote %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-pg_sql() { runuser -u postgres -- psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+if [[ -z ${PG_VERSION:-} ]]; then
+  mapfile -t clusters < <(pg_lsclusters -h | awk '{print $1 "/" $2}')
+  ((${#clusters[@]} == 1)) || die "pg_lsclusters shows ${#clusters[@]} clusters (${clusters[*]}); set PG_VERSION"
+  PG_VERSION=${clusters[0]%%/*}
+fi
+[[ $PG_VERSION =~ ^[0-9]+$ ]] || die "PG_VERSION must be a major version number, not ${PG_VERSION}"
+# --cluster: Debian's psql wrapper connects to this version's main cluster, whatever its port.
+pg_sql() { runuser -u postgres -- psql --cluster "${PG_VERSION}/main" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
 [[ $(pg_sql -c 'select pg_is_in_recovery()') == t ]] || die "this server is not a standby; nothing to promote"
 conninfo=$(pg_sql -c 'show primary_conninfo')
@@ -28,4 +37,4 @@ if [[ -n $stanza ]]; then
   runuser -u postgres -- pgbackrest --stanza="$stanza" check >/dev/null && log "archiving to stanza ${stanza} works"
   systemctl start --no-block pgstack-backup@full.service && log "a full backup of the new timeline has started"
 fi
-log "promoted: $(hostname) is the primary now (timeline $(pg_sql -c 'select timeline_id from pg_control_checkpoint()'))"
+log "promoted: $(hostname) is the PostgreSQL ${PG_VERSION} primary now (timeline $(pg_sql -c 'select timeline_id from pg_control_checkpoint()'))"

@@ -3,6 +3,13 @@
 Each script sources lib.sh and reads its parameters from upper-case variables. The command text
 inlines lib.sh and prepends the parameters, each shell-quoted: stock sshd drops `environment`,
 so values travel in the text, and secrets never do (they go through stdin).
+
+Files a script installs on the guest (systemd units in units/, programs in bin/) are real files
+here too. A script reads one with a redirect at the end of a line,
+`ship 644 /etc/systemd/system/x.timer NAME <"$(dirname "$0")/units/x.timer"`, which works from
+this directory (for shellcheck and a reader); the command text replaces the redirect with the
+file's content as a quoted here-document. So a change of a shipped file changes the text, and
+pulumi-command runs the step again.
 """
 
 from __future__ import annotations
@@ -15,6 +22,40 @@ from pathlib import Path
 SCRIPTS_DIR = Path(__file__).parent
 _SOURCE_LIB = re.compile(r'^# shellcheck source=lib\.sh\n(?:source|\.) "\$\(dirname "\$0"\)/lib\.sh"\n', re.M)
 _PARAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+# A redirect from a file next to the script, ending its line: `<"$(dirname "$0")/units/x.timer"`.
+_SHIPPED = re.compile(r'<"\$\(dirname "\$0"\)/([A-Za-z0-9@._/-]+)"$', re.M)
+_NEXT_TO_SCRIPT = '"$(dirname "$0")'
+_FILE_DELIMITER = "PGSTACK_FILE_EOF"
+
+
+def _shipped_file(name: str, relative: str) -> str:
+    path = SCRIPTS_DIR / relative
+    if ".." in Path(relative).parts or not path.is_file():
+        raise ValueError(f"{name}.sh ships {relative}, which is not a file in {SCRIPTS_DIR}")
+    content = path.read_text()
+    if not content.endswith("\n"):
+        raise ValueError(f"{relative} must end with a newline (its here-document delimiter needs a line)")
+    if _FILE_DELIMITER in content:
+        raise ValueError(f"{relative} must not contain {_FILE_DELIMITER}")
+    return content
+
+
+def _inline_shipped(name: str, body: str) -> str:
+    """Each `<"$(dirname "$0")/FILE"` at a line's end becomes a quoted here-document of FILE."""
+    out = []
+    for line in body.splitlines(keepends=True):
+        match = _SHIPPED.search(line.rstrip("\n"))
+        if match is None:
+            out.append(line)
+            continue
+        content = _shipped_file(name, match.group(1))
+        head = line.rstrip("\n")[: match.start()]
+        out.append(f"{head}<<'{_FILE_DELIMITER}'\n{content}{_FILE_DELIMITER}\n")
+    text = "".join(out)
+    if _NEXT_TO_SCRIPT in text:
+        # On the guest the script runs from /tmp: nothing is next to it.
+        raise ValueError(f'{name}.sh reads a file next to it other than by `<"$(dirname "$0")/FILE"` at a line end')
+    return text
 
 
 def script_text(name: str, params: dict[str, str | int]) -> str:
@@ -24,10 +65,13 @@ def script_text(name: str, params: dict[str, str | int]) -> str:
     if not _SOURCE_LIB.search(body):
         raise ValueError(f"{name}.sh must source lib.sh the standard way")
     lib_body = lib.split("\n", 1)[1]  # drop lib's shebang
-    body = _SOURCE_LIB.sub(lambda _: lib_body, body, count=1)
+    body = _inline_shipped(name, _SOURCE_LIB.sub(lambda _: lib_body, body, count=1))
     head, _, rest = body.partition("set -euo pipefail\n")
     if not rest:
         raise ValueError(f"{name}.sh must start with set -euo pipefail")
+    if "PG_VERSION" not in params:
+        # TODO(restructure): callers pass PG_VERSION
+        params = {"PG_VERSION": 15, **params}
     bound = []
     for key, value in params.items():
         if not _PARAM_NAME.match(key):

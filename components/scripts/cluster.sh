@@ -22,7 +22,7 @@ if [[ -n $VOLUME_DEVICE ]]; then
   if ! mountpoint -q "$mount_point"; then
     if cluster_exists && [[ -d "$PG_DATA" ]]; then
       # The package made its cluster on the root disk; move it onto the volume once.
-      systemctl stop "postgresql@${PG_VERSION}-main" || true
+      systemctl stop "$PG_SERVICE" || true
       tmp=$(mktemp -d)
       mount "UUID=${uuid}" "$tmp"
       cp -a "${mount_point}/." "$tmp/"

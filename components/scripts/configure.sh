@@ -20,16 +20,8 @@ mkdir -p "$dropin_dir"
 # PostgreSQL 15 does not honour archive_timeout after a start until its first checkpoint
 # (measured on 15.18: no switch in 40 s with archive_timeout = 5 s); a checkpoint right after
 # the start restores the bound on data loss from the first minute.
-result=$(install_file 644 root:root "${dropin_dir}/pgstack.conf" <<'UNIT'
-[Unit]
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStartPost=-/usr/sbin/runuser -u postgres -- /usr/bin/psql -X -q -d postgres -c CHECKPOINT
-UNIT
-)
-if [[ $result == changed ]]; then systemctl daemon-reload; fi
+ship 644 "${dropin_dir}/pgstack.conf" <"$(dirname "$0")/units/postgresql@.service.d/pgstack.conf"
+if ((units_changed)); then systemctl daemon-reload; fi
 
 mkdir -p "${PG_CLUSTER_DIR}/conf.d"
 chown postgres:postgres "${PG_CLUSTER_DIR}/conf.d"
@@ -38,7 +30,7 @@ note "$(printf '%s' "$HBA_CONF" | install_file 640 postgres:postgres "${PG_CLUST
 grep -q "^include_dir = 'conf.d'" "${PG_CLUSTER_DIR}/postgresql.conf" \
   || die "${PG_CLUSTER_DIR}/postgresql.conf does not include conf.d; restore the packaged file"
 
-systemctl enable --quiet "postgresql@${PG_VERSION}-main"
+systemctl enable --quiet "$PG_SERVICE"
 if ! cluster_running; then
   start_cluster
   log "started PostgreSQL"
@@ -48,7 +40,7 @@ elif ((${#changed[@]})); then
   pending=$(pg_sql -c "select string_agg(name, ',') from pg_settings where pending_restart")
   if [[ -n $pending ]]; then
     log "restarting: ${pending} changed"
-    systemctl restart "postgresql@${PG_VERSION}-main"
+    systemctl restart "$PG_SERVICE"
     wait_for 60 "PostgreSQL to accept connections" as_postgres pg_isready -q
   else
     log "reloaded: ${changed[*]} changed"

@@ -8,7 +8,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 : "${PACKAGE_SOURCE:?}" "${PG_VERSION:?}"
 
-packages=("postgresql-${PG_VERSION}" "postgresql-client-${PG_VERSION}" libpq-dev pgbackrest)
+# jq: the scripts read pgBackRest's JSON with it.
+packages=("${PG_PACKAGES[@]}" libpq-dev pgbackrest jq)
 
 missing() {
   local pkg

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Shared helpers for pgstack's in-guest scripts. Inlined into each command's text.
 
-PG_VERSION="${PG_VERSION:-15}"
+# The PostgreSQL major version is one parameter of every step (PG_VERSION); every path, the
+# unit name and the package names derive from it here, so no script names a version itself.
+: "${PG_VERSION:?PG_VERSION must be bound in the command text}"
+[[ $PG_VERSION =~ ^[0-9]+$ ]] || { echo "PG_VERSION must be a major version number, not ${PG_VERSION}" >&2; exit 1; }
 PG_CLUSTER_DIR="/etc/postgresql/${PG_VERSION}/main"
 # Used by the scripts that inline this file.
 # shellcheck disable=SC2034
 PG_DATA="/var/lib/postgresql/${PG_VERSION}/main"
 # shellcheck disable=SC2034
 PG_BIN="/usr/lib/postgresql/${PG_VERSION}/bin"
+PG_SERVICE="postgresql@${PG_VERSION}-main"
+# shellcheck disable=SC2034
+PG_LOG="/var/log/postgresql/postgresql-${PG_VERSION}-main.log"
+# shellcheck disable=SC2034
+PG_PACKAGES=("postgresql-${PG_VERSION}" "postgresql-client-${PG_VERSION}")
 export DEBIAN_FRONTEND=noninteractive
 umask 022
 # runuser keeps the working directory; postgres may not read root's home.
@@ -44,6 +52,45 @@ install_file() {
   fi
 }
 
+# fill NAME...: copy stdin to stdout with each @NAME@ replaced by the value of variable NAME:
+# how a shipped unit gets the few values it cannot read from an environment file (systemd
+# expands no variables in OnCalendar=, After= or Description=). Each NAME must occur, no other
+# @UPPER_CASE@ placeholder may be left, and a value with a newline is refused (in a unit it
+# would start a directive of its own). Prints nothing unless it succeeds.
+fill() {
+  local text name value
+  text=$(cat && printf x) # the x keeps the trailing newlines $(...) would strip
+  text=${text%x}
+  for name in "$@"; do
+    value=${!name}
+    [[ $value != *$'\n'* ]] || die "fill: ${name} holds a newline"
+    [[ $text == *"@${name}@"* ]] || die "fill: the template has no @${name}@"
+    text=${text//"@${name}@"/"$value"}
+  done
+  if [[ $text =~ @[A-Z][A-Z0-9_]*@ ]]; then die "fill: ${BASH_REMATCH[0]} is left unfilled"; fi
+  printf '%s' "$text"
+}
+
+# ship MODE PATH [NAME...]: install the file on stdin, with its @NAME@ placeholders filled, as
+# PATH owned by root. Scripts redirect stdin from a file next to them (units/, bin/); the
+# command text carries that file as a quoted here-document (components/scripts/__init__.py), so
+# editing a shipped file changes the text and re-runs the step. Sets units_changed=1 when PATH
+# changed: systemd then needs a daemon-reload.
+units_changed=0
+ship() {
+  local mode=$1 path=$2 content result
+  shift 2
+  content=$(fill "$@" && printf x)
+  content=${content%x}
+  result=$(printf '%s' "$content" | install_file "$mode" root:root "$path")
+  if [[ $result == changed ]]; then
+    # Read by the scripts that call ship.
+    # shellcheck disable=SC2034
+    units_changed=1
+    log "installed ${path}"
+  fi
+}
+
 as_postgres() { runuser -u postgres -- "$@"; }
 
 # psql as the postgres superuser over the local socket; -At for scriptable output.
@@ -54,8 +101,8 @@ cluster_exists() { [[ -f "${PG_CLUSTER_DIR}/postgresql.conf" ]]; }
 cluster_running() { pg_lsclusters -h 2>/dev/null | awk -v v="$PG_VERSION" '$1 == v && $2 == "main" {print $4}' | grep -q '^online'; }
 
 start_cluster() {
-  systemctl enable --quiet "postgresql@${PG_VERSION}-main"
-  systemctl start "postgresql@${PG_VERSION}-main"
+  systemctl enable --quiet "$PG_SERVICE"
+  systemctl start "$PG_SERVICE"
   wait_for 60 "PostgreSQL to accept connections" as_postgres pg_isready -q
 }
 

@@ -33,7 +33,7 @@ fi
 wait_for 300 "the primary ${PRIMARY_IP} to accept replication connections" \
   as_postgres psql -X -At "host=${PRIMARY_IP} user=replicator dbname=replication replication=true passfile=${passfile}" \
   -c 'IDENTIFY_SYSTEM'
-systemctl stop "postgresql@${PG_VERSION}-main"
+systemctl stop "$PG_SERVICE"
 # Only an empty cluster of our own making reaches this point; it is replaced by the base backup.
 find "$PG_DATA" -mindepth 1 -delete
 as_postgres pg_basebackup -h "$PRIMARY_IP" -U replicator -D "$PG_DATA" -X stream -S "$SLOT" -c fast --no-password \

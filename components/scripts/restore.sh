@@ -22,18 +22,19 @@ fi
 info=$(as_postgres pgbackrest --stanza="$SOURCE_STANZA" --output=json info)
 if [[ $TARGET == latest ]]; then
   type_args=()
-  [[ $info == *'"label":'* ]] || die "stanza ${SOURCE_STANZA} has no backup to restore"
+  backups=$(jq '[.[0].backup[]?] | length' <<<"$info")
+  ((backups > 0)) || die "stanza ${SOURCE_STANZA} has no backup to restore"
 else
   target_epoch=$(date -u -d "$TARGET" +%s) || die "cannot parse target time ${TARGET}"
   # The first backup that started before the target: without one the target is unreachable.
-  first_start=$(grep -o '"start":[0-9][0-9]*' <<<"$info" | head -n1 | cut -d: -f2 || true)
+  first_start=$(jq -r '[.[0].backup[]?.timestamp.start] | min // empty' <<<"$info")
   if [[ -z $first_start || $first_start -ge $target_epoch ]]; then
     die "stanza ${SOURCE_STANZA} has no backup from before ${TARGET}; the earliest starts at $([[ -n $first_start ]] && date -u -d "@${first_start}" +%FT%TZ || echo never)"
   fi
   type_args=(--type=time "--target=${TARGET}" --target-action=promote)
 fi
 
-systemctl stop "postgresql@${PG_VERSION}-main"
+systemctl stop "$PG_SERVICE"
 find "$PG_DATA" -mindepth 1 -delete
 log "restoring ${SOURCE_STANZA} to ${TARGET}"
 t_restore=$SECONDS
@@ -42,21 +43,21 @@ t_recovery=$SECONDS
 # The restored postgresql.auto.conf points restore_command at the source stanza: right for this
 # recovery; reset after promotion so the server archives and recovers with its own stanza.
 start_time=$(date -u '+%F %T')
-systemctl start "postgresql@${PG_VERSION}-main" || true
+systemctl start "$PG_SERVICE" || true
 promoted=0
 for _ in $(seq 600); do
   if [[ $(pg_sql -c 'select pg_is_in_recovery()' 2>/dev/null) == f ]]; then promoted=1; break; fi
-  if ! systemctl is-active --quiet "postgresql@${PG_VERSION}-main" && ! cluster_running; then break; fi
+  if ! systemctl is-active --quiet "$PG_SERVICE" && ! cluster_running; then break; fi
   sleep 1
 done
-logfile="/var/log/postgresql/postgresql-${PG_VERSION}-main.log"
+logfile=$PG_LOG
 recovery_log=$(awk -v t="$start_time" 'substr($0, 1, 19) >= t' "$logfile" 2>/dev/null || true)
 if [[ $recovery_log == *"recovery ended before configured recovery target was reached"* ]] || ((!promoted)); then
-  systemctl stop "postgresql@${PG_VERSION}-main" || true
+  systemctl stop "$PG_SERVICE" || true
   die "recovery did NOT reach target ${TARGET} (the archive ends before it, or WAL is missing); the server is left stopped. Log: $(grep -E 'FATAL|recovery stopping|redo done|consistent' <<<"$recovery_log" | tail -n 5)"
 fi
 if [[ $TARGET != latest ]] && [[ $recovery_log != *"recovery stopping before"* && $recovery_log != *"recovery stopping after"* ]]; then
-  systemctl stop "postgresql@${PG_VERSION}-main" || true
+  systemctl stop "$PG_SERVICE" || true
   die "recovery finished without stopping at target ${TARGET}; the server is left stopped"
 fi
 pg_sql -c 'alter system reset restore_command' -c 'alter system reset recovery_target_time' \
