@@ -23,7 +23,12 @@ import threading
 import time
 
 from benchmarks import deployed
+from config.fields import DEFAULT_POSTGRES_VERSION
+from postgres.layout import layout
 from sandbox import scenarios
+
+# Paths and the unit of the version the rehearsed stacks run (they keep the default).
+PG = layout(DEFAULT_POSTGRES_VERSION)
 
 
 def timed(fn) -> float:
@@ -33,7 +38,7 @@ def timed(fn) -> float:
 
 
 SCRATCH = "/var/lib/postgresql/bench-restore"
-PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_BIN = PG.bin_dir
 
 
 def restore_to_ready(on_primary, stanza: str) -> dict[str, float]:
@@ -55,7 +60,7 @@ def restore_to_ready(on_primary, stanza: str) -> dict[str, float]:
     # The live server's settings (a standby refuses lower max_connections than its source), with
     # its own directory, socket and port, and archiving off.
     conf = "\n".join([
-        "include '/etc/postgresql/15/main/postgresql.conf'",
+        f"include '{PG.conf_dir}/postgresql.conf'",
         f"data_directory = '{SCRATCH}'",
         f"hba_file = '{SCRATCH}/pg_hba.conf'",
         f"ident_file = '{SCRATCH}/pg_ident.conf'",
@@ -115,7 +120,7 @@ def main() -> None:
 
         def sample() -> None:
             while not stop.is_set():
-                out = testbed.ssh(ip, "ls /var/lib/postgresql/15/main/pg_wal/archive_status | grep -c ready || true")
+                out = testbed.ssh(ip, f"ls {PG.data_dir}/pg_wal/archive_status | grep -c ready || true")
                 samples.append(int(out.stdout.strip() or 0))
                 time.sleep(1)
 

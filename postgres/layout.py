@@ -27,6 +27,10 @@ class Layout:
         return f"/var/lib/postgresql/{self.version}/main"
 
     @property
+    def log_file(self) -> str:
+        return f"/var/log/postgresql/postgresql-{self.version}-main.log"
+
+    @property
     def unit(self) -> str:
         return f"postgresql@{self.version}-main"
 

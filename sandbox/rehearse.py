@@ -20,9 +20,15 @@ from typing import Any
 
 import pulumi
 
+from config.fields import DEFAULT_POSTGRES_VERSION
+from postgres.layout import layout
+
 from . import overlay, program, tls_provider
 from .engine import COMMAND, EngineState
 from .testbed import GuestSpec, Testbed
+
+# Paths and the unit of the version the rehearsed stacks run (they keep the default).
+PG = layout(DEFAULT_POSTGRES_VERSION)
 
 REPO = program.REPO
 PYTHON = sys.executable
@@ -364,12 +370,12 @@ class Rehearsal:
         for name, ip in sorted(self.servers.items()):
             res = self.testbed.ssh(
                 ip,
-                "set -e; cd /etc/postgresql/15/main; sha256sum conf.d/50-pgstack.conf pg_hba.conf "
+                f"set -e; cd {PG.conf_dir}; sha256sum conf.d/50-pgstack.conf pg_hba.conf "
                 "/etc/pgbackrest/pgbackrest.conf 2>/dev/null || true; "
                 'runuser -u postgres -- psql -X -At -c "select pg_postmaster_start_time()" ; '
                 "runuser -u postgres -- psql -X -At -c \"select md5(string_agg(rolname||coalesce(rolpassword,'')||"
                 "rolconnlimit||rolcanlogin||rolreplication, ',' order by rolname)) from pg_authid\" ; "
-                "cat /var/lib/postgresql/15/main/pgstack-sentinel 2>/dev/null || echo no-sentinel",
+                f"cat {PG.data_dir}/pgstack-sentinel 2>/dev/null || echo no-sentinel",
             )
             snap[name] = res.stdout.strip()
         return snap
@@ -380,8 +386,7 @@ class Rehearsal:
             token = secrets.token_hex(8)
             self.testbed.ssh(
                 ip,
-                f"echo {token} > /var/lib/postgresql/15/main/pgstack-sentinel && chown postgres: "
-                "/var/lib/postgresql/15/main/pgstack-sentinel",
+                f"echo {token} > {PG.data_dir}/pgstack-sentinel && chown postgres: {PG.data_dir}/pgstack-sentinel",
             )
 
     def twice(self) -> None:

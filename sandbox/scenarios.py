@@ -14,6 +14,12 @@ import json
 import time
 from typing import Any
 
+from config.fields import DEFAULT_POSTGRES_VERSION
+from postgres.layout import layout
+
+# Paths and the unit of the version the rehearsed stacks run (they keep the default).
+PG = layout(DEFAULT_POSTGRES_VERSION)
+
 TABLE = "pgstack_pitr_marks"
 
 
@@ -106,8 +112,7 @@ def pitr(reh) -> dict[str, Any]:
         stats = reh.sql(primary, "select failed_count, last_failed_wal, last_failed_time, now() from pg_stat_archiver")
         logs = reh.testbed.ssh(
             reh.ip(primary),
-            "tail -n 5 /var/log/pgbackrest/*archive-push*.log; "
-            "ls /var/lib/postgresql/15/main/pg_wal/archive_status | tail -n 5",
+            f"tail -n 5 /var/log/pgbackrest/*archive-push*.log; ls {PG.data_dir}/pg_wal/archive_status | tail -n 5",
         ).stdout
         detail += f"; archiver {stats}; {logs}"
     reh.check("T2's WAL archived", ok, detail)

@@ -156,6 +156,7 @@ def build_aws(settings: Settings) -> None:
             "rds_roles",
             inst.address.apply(
                 lambda host: {
+                    "PG_VERSION": pg.version,
                     "DB_HOST": host,
                     "DB_PORT": 5432,
                     "MASTER_USER": cfg.master_username,

@@ -98,7 +98,7 @@ class PostgresServer(pulumi.ComponentResource):
         self.public_ip = self.server.ipv4_address
         self.ssh = remote.Ssh(host=self.server.ipv4_address, private_key=args.ssh_private_key)
         pg: dict[str, str | int] = {"PG_VERSION": args.layout.version}
-        wait = remote.step(f"{name}-wait", self.ssh, "wait", {}, self, [self.server])
+        wait = remote.step(f"{name}-wait", self.ssh, "wait", pg, self, [self.server])
         install = remote.step(
             f"{name}-install", self.ssh, "install", {**pg, "PACKAGE_SOURCE": args.package_source}, self, [wait]
         )

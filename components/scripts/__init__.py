@@ -70,8 +70,8 @@ def script_text(name: str, params: dict[str, str | int]) -> str:
     if not rest:
         raise ValueError(f"{name}.sh must start with set -euo pipefail")
     if "PG_VERSION" not in params:
-        # TODO(restructure): callers pass PG_VERSION
-        params = {"PG_VERSION": 15, **params}
+        # lib.sh derives every path from it; the caller has it from postgres.layout.
+        raise ValueError(f"{name}.sh needs the parameter PG_VERSION (the stack's postgres.version)")
     bound = []
     for key, value in params.items():
         if not _PARAM_NAME.match(key):

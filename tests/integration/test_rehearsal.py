@@ -12,10 +12,15 @@ import time
 
 import pytest
 
+from config.fields import DEFAULT_POSTGRES_VERSION
+from postgres.layout import layout
 from sandbox.rehearse import Rehearsal
 from sandbox.testbed import Testbed
 from tests.conftest import REPO as REPO_ROOT
 from tests.conftest import require_root_or_fail
+
+# Paths and the unit of the version the rehearsed stacks run (they keep the default).
+PG = layout(DEFAULT_POSTGRES_VERSION)
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +178,7 @@ def test_human_statements_are_logged(reh):
     marker = f"it_logged_{int(time.time())}"
     r = reh.as_role(human_rw, f"select '{marker}'")
     assert r["ok"], r
-    log = sh(reh, primary(reh), "cat /var/log/postgresql/postgresql-15-main.log")
+    log = sh(reh, primary(reh), f"cat {PG.log_file}")
     assert marker in log, f"{marker} not in the server log"
 
 
@@ -222,7 +227,7 @@ def test_dead_replica_cannot_fill_the_primary_and_catches_up_from_the_archive(re
     reh.run_program("slot bound 64MB")
     assert reh.sql(primary(reh), "show max_slot_wal_keep_size") == "64MB"
 
-    sh(reh, replica(reh), "systemctl stop postgresql@15-main")
+    sh(reh, replica(reh), f"systemctl stop {PG.unit}")
     start = reh.sql(primary(reh), "select pg_current_wal_lsn()")
     reh.sql(primary(reh), "create table if not exists it_bulk (id int, pad text)", db)
     for _ in range(4):
@@ -231,7 +236,7 @@ def test_dead_replica_cannot_fill_the_primary_and_catches_up_from_the_archive(re
     written = int(reh.sql(primary(reh), f"select pg_current_wal_lsn() - '{start}'::pg_lsn"))
     current = reh.sql(primary(reh), "select pg_walfile_name(pg_current_wal_lsn())")
     # Segments up to the current one are WAL still held; later names are recycled spares.
-    held = sh(reh, primary(reh), "ls /var/lib/postgresql/15/main/pg_wal | grep -E '^[0-9A-F]{24}$'").split()
+    held = sh(reh, primary(reh), f"ls {PG.data_dir}/pg_wal | grep -E '^[0-9A-F]{{24}}$'").split()
     held_bytes = 16 * 1024 * 1024 * len([f for f in held if f <= current])
     status = reh.sql(primary(reh), f"select wal_status from pg_replication_slots where slot_name = '{slot}'")
     assert written > 150 * 1024 * 1024, f"only {written} bytes of WAL written"
@@ -241,7 +246,7 @@ def test_dead_replica_cannot_fill_the_primary_and_catches_up_from_the_archive(re
     # Back up: the slot lost its WAL, so the replica replays from the pgBackRest archive.
     reh.sql(primary(reh), "insert into it_repl values (77) on conflict do nothing", db)
     reh.sql(primary(reh), "select pg_switch_wal()")
-    sh(reh, replica(reh), "systemctl start postgresql@15-main")
+    sh(reh, replica(reh), f"systemctl start {PG.unit}")
     seen = ""
     for _ in range(120):
         seen = reh.sql(replica(reh), "select count(*) from it_repl where id = 77", db)
@@ -249,7 +254,7 @@ def test_dead_replica_cannot_fill_the_primary_and_catches_up_from_the_archive(re
             break
         time.sleep(1)
     assert seen == "1", "the replica did not catch up from the archive"
-    log = sh(reh, replica(reh), "tail -n 200 /var/log/postgresql/postgresql-15-main.log")
+    log = sh(reh, replica(reh), f"tail -n 200 {PG.log_file}")
     assert "restored log file" in log, "no WAL came from the archive (restore_command)"
 
     # The next `up` recreates the lost slot and streaming resumes through it.
@@ -402,7 +407,7 @@ SEGMENT = 16 * 1024 * 1024
 
 def archive_queue_bytes(reh) -> int:
     """Bytes of WAL segments PostgreSQL still waits to archive (their .ready files)."""
-    ready = sh(reh, primary(reh), "ls /var/lib/postgresql/15/main/pg_wal/archive_status")
+    ready = sh(reh, primary(reh), f"ls {PG.data_dir}/pg_wal/archive_status")
     return SEGMENT * sum(1 for f in ready.split() if f.endswith(".ready") and len(f) == 24 + len(".ready"))
 
 
@@ -540,7 +545,7 @@ def test_restore_to_an_unreachable_target_fails_loudly_and_stays_stopped(reh):
             reh.run_program(f"unreachable target {gen}")
         assert failed.value.name == f"prod-{gen}-primary-restore"
         assert "did NOT reach target" in str(failed.value), str(failed.value)
-        state = reh.testbed.ssh(ip, "systemctl is-active postgresql@15-main || true").stdout.strip()
+        state = reh.testbed.ssh(ip, f"systemctl is-active {PG.unit} || true").stdout.strip()
         assert state != "active", f"the failed restore left PostgreSQL {state}"
     finally:
         reset = "alter system reset archive_command"
@@ -576,7 +581,7 @@ def test_promotion_after_a_crash_loses_at_most_the_replication_lag(reh):
         f"(runuser -u postgres -- pgbench -n -c 2 -T 30 -f /tmp/crash.sql {db} > /dev/null 2>&1 &) ; sleep 4; "
         "lag=$(runuser -u postgres -- psql -X -At -c "
         "'select coalesce(extract(epoch from replay_lag), 0) from pg_stat_replication'); "
-        'killed=$(date -u +%s.%N); systemctl kill -s KILL postgresql@15-main; echo "$lag $killed"'
+        f'killed=$(date -u +%s.%N); systemctl kill -s KILL {PG.unit}; echo "$lag $killed"'
     )
     lag, killed = sh(reh, old, load).split()
     promoted = reh.testbed.ssh(reh.ip(new), (REPO_ROOT / "runbooks" / "promote-replica.sh").read_text())
@@ -600,7 +605,7 @@ def test_promotion_after_a_clean_stop_keeps_every_committed_row(reh):
     script = (REPO_ROOT / "runbooks" / "promote-replica.sh").read_text()
     refused = reh.testbed.ssh(reh.ip(new), script)
     assert refused.returncode != 0 and "still accepts connections" in refused.stderr, refused.stderr
-    sh(reh, old, "systemctl stop postgresql@15-main")
+    sh(reh, old, f"systemctl stop {PG.unit}")
     promoted = reh.testbed.ssh(reh.ip(new), script)
     assert promoted.returncode == 0, promoted.stderr
     assert reh.sql(new, "select pg_is_in_recovery()") == "f"

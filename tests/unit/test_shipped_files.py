@@ -176,7 +176,9 @@ def test_command_text_carries_each_shipped_file_as_a_quoted_here_document():
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in DIR.glob("*.sh") if p.name != "lib.sh"))
 def test_assembled_script_is_valid_bash(name):
-    proc = subprocess.run(["bash", "-n"], input=scripts.script_text(name, {}), capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", "-n"], input=scripts.script_text(name, {"PG_VERSION": 15}), capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -204,14 +206,15 @@ def test_a_missing_or_unshippable_file_fails_at_render_time(tmp_path, monkeypatc
         scripts.command("pgbackrest", PGBACKREST_PARAMS)
     (copy / "wait.sh").write_text((copy / "wait.sh").read_text() + 'cat "$(dirname "$0")/units/x" >/dev/null\n')
     with pytest.raises(ValueError, match="reads a file next to it"):
-        scripts.command("wait", {})
+        scripts.command("wait", {"PG_VERSION": 15})
 
 
 # --- PG_VERSION --------------------------------------------------------------------------------
 
 
-def test_script_text_binds_pg_version_15_unless_given():
-    assert "\n# parameters\nPG_VERSION=15\n" in scripts.script_text("wait", {})
+def test_script_text_binds_the_given_pg_version_and_refuses_none():
+    with pytest.raises(ValueError, match="PG_VERSION"):
+        scripts.script_text("wait", {})
     text = scripts.script_text("install", {"PG_VERSION": 16, "PACKAGE_SOURCE": "distro"})
     assert "\nPG_VERSION=16\n" in text and "PG_VERSION=15" not in text
 
