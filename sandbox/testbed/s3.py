@@ -201,8 +201,8 @@ class S3:
 
     def client(self) -> Any:
         """A boto3 S3 client for the test bed's endpoint (verified against its own certificate)."""
-        import boto3  # type: ignore[import-untyped]  # imported late: the rest of the test bed needs only the stdlib
-        from botocore.config import Config  # type: ignore[import-untyped]
+        import boto3  # imported late: the rest of the test bed needs only the stdlib
+        from botocore.config import Config
 
         ep = self.endpoint()
         return boto3.client(

@@ -1,4 +1,4 @@
-"""The local test bed itself (sandbox/testbed.py): guests, outsider, S3, outage, reboot, teardown.
+"""The local test bed itself (sandbox/testbed/): guests, outsider, S3, outage, reboot, teardown.
 
 Needs root (namespaces, mounts, systemd-nspawn). The first run builds the guest rootfs with
 debootstrap (about 1-2 minutes, cached in /var/cache/pgstack); later runs take seconds.
