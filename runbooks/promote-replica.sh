@@ -37,4 +37,4 @@ if [[ -n $stanza ]]; then
   runuser -u postgres -- pgbackrest --stanza="$stanza" check >/dev/null && log "archiving to stanza ${stanza} works"
   systemctl start --no-block pgstack-backup@full.service && log "a full backup of the new timeline has started"
 fi
-log "promoted: $(hostname) is the PostgreSQL ${PG_VERSION} primary now (timeline $(pg_sql -c 'select timeline_id from pg_control_checkpoint()'))"
+log "promoted: $(hostname) is the PostgreSQL ${PG_VERSION} primary now (timeline $(pg_sql -c "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"); the checkpoint's lags until the next checkpoint)"

@@ -106,6 +106,10 @@ start_cluster() {
   wait_for 60 "PostgreSQL to accept connections" as_postgres pg_isready -q
 }
 
+# The timeline a primary writes now: from its current WAL file name. pg_control_checkpoint()
+# would show the old one until the first checkpoint after a promotion.
+current_timeline() { pg_sql -c "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"; }
+
 in_recovery() { [[ $(pg_sql -c 'select pg_is_in_recovery()') == t ]]; }
 
 pgbackrest_version_at_least() {

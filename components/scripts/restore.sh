@@ -2,7 +2,8 @@
 # Build this server's cluster from another generation's backups: point-in-time recovery with
 # pgBackRest to TARGET (an ISO time, or "latest"), promoted at the target. It never restores in
 # place over live data: a data directory this step already restored is left alone, and so is
-# any cluster that holds databases. After recovery it checks the target was reached; if not, it
+# any cluster that holds databases. Recovery pauses at the target; the server then tells whether
+# the target was reached (and what it replayed last) before it is promoted. If not, the step
 # fails loudly and leaves the server stopped.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -31,7 +32,10 @@ else
   if [[ -z $first_start || $first_start -ge $target_epoch ]]; then
     die "stanza ${SOURCE_STANZA} has no backup from before ${TARGET}; the earliest starts at $([[ -n $first_start ]] && date -u -d "@${first_start}" +%FT%TZ || echo never)"
   fi
-  type_args=(--type=time "--target=${TARGET}" --target-action=promote)
+  # Pause at the target instead of promoting there: the server itself then says whether it
+  # stopped at the target (paused) or ran out of archive first (it shuts down, PostgreSQL 13+),
+  # and what it replayed last. No log text is read, so log_line_prefix and friends may be anything.
+  type_args=(--type=time "--target=${TARGET}" --target-action=pause)
 fi
 
 systemctl stop "$PG_SERVICE"
@@ -42,26 +46,35 @@ as_postgres pgbackrest --stanza="$SOURCE_STANZA" "${type_args[@]}" restore
 t_recovery=$SECONDS
 # The restored postgresql.auto.conf points restore_command at the source stanza: right for this
 # recovery; reset after promotion so the server archives and recovers with its own stanza.
-start_time=$(date -u '+%F %T')
 systemctl start "$PG_SERVICE" || true
-promoted=0
-for _ in $(seq 600); do
-  if [[ $(pg_sql -c 'select pg_is_in_recovery()' 2>/dev/null) == f ]]; then promoted=1; break; fi
-  if ! systemctl is-active --quiet "$PG_SERVICE" && ! cluster_running; then break; fi
-  sleep 1
+stopped_short() {
+  systemctl stop "$PG_SERVICE" || true
+  die "recovery did NOT reach target ${TARGET}: $1; the server is left stopped"
+}
+state=""
+for _ in $(seq 1200); do
+  if [[ $TARGET == latest ]]; then
+    if [[ $(pg_sql -c 'select pg_is_in_recovery()' 2>/dev/null) == f ]]; then state=promoted; break; fi
+  else
+    state=$(pg_sql -c 'select pg_get_wal_replay_pause_state()' 2>/dev/null || true)
+    if [[ $state == paused ]]; then break; fi
+  fi
+  if ! systemctl is-active --quiet "$PG_SERVICE" && ! cluster_running; then state=stopped; break; fi
+  sleep 0.5
 done
-logfile=$PG_LOG
-recovery_log=$(awk -v t="$start_time" 'substr($0, 1, 19) >= t' "$logfile" 2>/dev/null || true)
-if [[ $recovery_log == *"recovery ended before configured recovery target was reached"* ]] || ((!promoted)); then
-  systemctl stop "$PG_SERVICE" || true
-  die "recovery did NOT reach target ${TARGET} (the archive ends before it, or WAL is missing); the server is left stopped. Log: $(grep -E 'FATAL|recovery stopping|redo done|consistent' <<<"$recovery_log" | tail -n 5)"
+if [[ $state == stopped ]]; then
+  # PostgreSQL 13+ shuts down when the archive ends before the target; its control file says so.
+  stopped_short "PostgreSQL stopped during recovery ($(as_postgres "${PG_BIN}/pg_controldata" "$PG_DATA" | awk -F': *' '/^Database cluster state/ {print $2}')): the archive ends before the target, or WAL is missing"
 fi
-if [[ $TARGET != latest ]] && [[ $recovery_log != *"recovery stopping before"* && $recovery_log != *"recovery stopping after"* ]]; then
-  systemctl stop "$PG_SERVICE" || true
-  die "recovery finished without stopping at target ${TARGET}; the server is left stopped"
+if [[ $TARGET != latest ]]; then
+  [[ $state == paused ]] || stopped_short "recovery did not pause at the target within 10 minutes (replay state: ${state:-none})"
+  last=$(pg_sql -v target="$TARGET" <<<"select coalesce(pg_last_xact_replay_timestamp()::text, 'none') || ' ' || coalesce(pg_last_xact_replay_timestamp() <= :'target'::timestamptz, true)::text")
+  [[ $last == *" true" ]] || stopped_short "the last replayed transaction (${last% *}) is after the target"
+  [[ $(pg_sql -c 'select pg_promote(true, 120)') == t ]] || stopped_short "promotion at the target did not finish"
+  log "paused at the target (last replayed transaction ${last% *}), promoted"
 fi
 pg_sql -c 'alter system reset restore_command' -c 'alter system reset recovery_target_time' \
   -c 'alter system reset recovery_target_action' -c 'select pg_reload_conf()' >/dev/null
 echo "restored from ${SOURCE_STANZA} to ${TARGET} at $(date -u +%FT%TZ)" | as_postgres tee "$marker" >/dev/null
 log "timing: pgbackrest restore $((t_recovery - t_restore))s, recovery and checks $((SECONDS - t_recovery))s"
-log "restored and promoted: $(grep -E 'recovery stopping|selected new timeline' <<<"$recovery_log" | tail -n 2 | tr '\n' ' ')"
+log "restored and promoted: timeline $(current_timeline)"
