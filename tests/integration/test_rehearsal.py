@@ -6,7 +6,9 @@ build on earlier state, the way an operator's day goes: deploy, use, re-run, reb
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import threading
 import time
 
@@ -24,6 +26,8 @@ PG = layout(DEFAULT_POSTGRES_VERSION)
 
 pytestmark = pytest.mark.integration
 
+LOG_OVERRIDES = {"log_line_prefix": "%p %u@%d ", "log_timezone": "Asia/Kolkata"}
+
 
 @pytest.fixture(scope="module")
 def reh():
@@ -32,6 +36,9 @@ def reh():
     rehearsal = Rehearsal("prod", testbed)
     try:
         rehearsal.prepare()
+        # Log settings a team may well override: the restore must decide from the server, not from
+        # log text (a prefix without the time, a zone other than UTC).
+        rehearsal.raw = {**rehearsal.raw, "pgstack:postgresql": json.dumps(LOG_OVERRIDES)}
         rehearsal.run_program("first")
         yield rehearsal
     finally:
@@ -378,6 +385,41 @@ def test_password_rotation(reh):
     assert not r["ok"] and r["sqlstate"] == "28P01", r
     # Memberships, not grants: the rotated role still reads.
     assert reh.as_role(role, "select count(*) from it_owned")["ok"]
+    assert_no_secret_in_postgres_logs(reh)
+
+
+def assert_no_secret_in_postgres_logs(reh) -> None:
+    """No verifier, and no generated password, in any PostgreSQL log of any guest."""
+    needles = ["SCRAM-SHA-256$", *(pw for pw in reh.passwords.values() if len(pw) >= 16)]
+    for server, ip in sorted(reh.testbed.guests().items()):
+        res = reh.testbed.ssh(ip, "cat /var/log/postgresql/*.log 2>/dev/null || true")
+        found = [n[:12] + "..." for n in needles if n in res.stdout]
+        assert not found, f"{server}: the PostgreSQL log holds {found}"
+        assert res.stdout, f"{server}: no PostgreSQL log to scan"
+
+
+def test_a_new_admin_ssh_key_reruns_nothing_that_touches_data(reh):
+    """A rotated pgstack:sshPrivateKey changes every command's connection: the engine replaces them.
+
+    Only idempotent steps may run again; the create-only ones (a restore, a base backup) ignore the key.
+    """
+    before = dict(reh.raw)
+    reh.raw = {**before, "pgstack:sshPrivateKey": before["pgstack:sshPrivateKey"] + "\n"}  # another key's text
+    try:
+        reh.run_program("new admin key")
+    finally:
+        reh.raw = before
+    ran = reh.runs[-1]["commands_run"]
+    assert ran, "a new key must re-run the steps that use it (the engine replaces them)"
+    create_only = [n for n in ran if n.endswith(("-replica-1-replica", "-primary-restore"))]
+    assert not create_only, f"create-only steps ran again: {create_only}"
+    assert set(n.rsplit("-", 1)[-1] for n in ran) <= HARMLESS_ON_KEY_ROTATION, ran
+    reh.run_program("old admin key back")
+
+
+# Steps a rotated admin key runs again (README: "Protecting a running database server"): each is
+# idempotent and changes nothing on a server that is as the config says.
+HARMLESS_ON_KEY_ROTATION = {"wait", "install", "cluster", "tls", "configure", "roles", "slots", "pgbackrest", "config"}
 
 
 def test_app_migrations_switch_both_ways(reh):
@@ -512,6 +554,61 @@ def test_object_store_outage_drops_wal_within_the_queue_then_rebases_backups(reh
 
 
 # ---- point-in-time restore by config (PITR issue) ---------------------------------------------
+
+
+def commit_time(reh, server: str, xid: str, since_lsn: str) -> dt.datetime:
+    """The commit record's own time of transaction `xid`, to the microsecond, from the WAL."""
+    out = sh(
+        reh,
+        server,
+        f"runuser -u postgres -- {PG.bin_dir}/pg_waldump -p {PG.data_dir}/pg_wal -s {since_lsn} -r Transaction "
+        "2>/dev/null || true",
+    )
+    for line in out.splitlines():
+        m = re.search(rf"tx:\s+{xid}, .*desc: COMMIT (\S+ \S+) UTC", line)
+        if m:
+            return dt.datetime.fromisoformat(m.group(1)).replace(tzinfo=dt.UTC)
+    raise AssertionError(f"no commit record of xid {xid} in the WAL since {since_lsn}:\n{out[-2000:]}")
+
+
+def test_restore_targets_hold_to_the_microsecond(reh):
+    """A target at a commit's own time holds it; one microsecond before does not."""
+    from sandbox import scenarios
+
+    s = reh.settings()
+    db, source = s.database.name, primary(reh)
+    reh.sql(source, "create table if not exists it_usec (id int primary key)", db)
+    reh.sql(source, "delete from it_usec", db)
+    since = reh.sql(source, "select pg_current_wal_lsn()")
+    xid = reh.sql(source, "insert into it_usec values (1) returning txid_current()", db)
+    time.sleep(0.2)
+    reh.sql(source, "insert into it_usec values (2)", db)  # a later commit: recovery stops before it
+    segment = reh.sql(source, "select pg_walfile_name(pg_current_wal_lsn())")
+    reh.sql(source, "select pg_switch_wal()")
+    for _ in range(60):
+        if reh.sql(source, "select coalesce(last_archived_wal, '') from pg_stat_archiver") >= segment:
+            break
+        time.sleep(1)
+    committed = commit_time(reh, source, xid, since)
+    before = dict(reh.raw)
+    made = []
+    try:
+        for target, rows in ((committed, "1"), (committed - dt.timedelta(microseconds=1), "0")):
+            gen, ip = scenarios.next_generation(reh), scenarios.free_ip(reh)
+            restore = {"primaryIp": ip, "restore": {"from": s.active, "targetTime": target.isoformat()}}
+            reh.raw = scenarios._edit(reh.raw, "pgstack:clusters", lambda c, g=gen, r=restore: {**c, g: r})
+            reh.run_program(f"restore {gen} to {target.isoformat()}")
+            made.append(gen)
+            name = s.name(gen, "primary")
+            got = reh.sql(name, "select count(*) from it_usec where id = 1", db)
+            assert got == rows, f"target {target.isoformat()} (commit at {committed.isoformat()}): {got} rows of id 1"
+            assert reh.sql(name, "select count(*) from it_usec where id = 2", db) == "0"
+            out = next(r for r in reh.mocks.registrations if r.name == f"{name}-restore").outputs
+            assert "paused at the target" in str(out.get("stderr", "")), out.get("stderr")
+    finally:
+        reh.raw = before
+        if made:
+            reh.run_program("retire the microsecond generations")
 
 
 def test_pitr_scenario(reh):
