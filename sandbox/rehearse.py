@@ -85,9 +85,16 @@ class RehearsalMocks(program.RecordingMocks):
             self.actions[reg.name] = action
         started = time.perf_counter()
         ok = False
+        kept_outputs: dict[str, Any] = {}
         try:
             if reg.type.startswith(tls_provider.PREFIX):
-                real = tls_provider.provide(reg.type, inputs)
+                # An unchanged key or certificate keeps what the state holds, as in the engine: a new
+                # key on every run would change every certificate and the TLS steps after them.
+                if action == "same" and self.engine is not None:
+                    real = self.engine.outputs(reg.type, reg.name)
+                else:
+                    real = tls_provider.provide(reg.type, inputs)
+                kept_outputs = real
                 outs.update({k: pulumi.Output.secret(v) if k == "privateKeyPem" else v for k, v in real.items()})
             elif reg.type == "random:index/randomPassword:RandomPassword":
                 keepers = json.dumps(inputs.get("keepers") or {}, sort_keys=True)
@@ -113,8 +120,9 @@ class RehearsalMocks(program.RecordingMocks):
                 outs["bucket"] = inputs["bucket"]
             ok = True
             if self.engine is not None and reg.custom:
-                kept: dict[str, Any] = {k: outs[k] for k in ("stdout", "stderr") if reg.type == COMMAND and k in outs}
-                self.engine.record(reg.type, reg.name, inputs, ignored, kept)
+                if reg.type == COMMAND:
+                    kept_outputs = {k: outs[k] for k in ("stdout", "stderr") if k in outs}
+                self.engine.record(reg.type, reg.name, inputs, ignored, kept_outputs)
             return outs
         finally:
             seconds = time.perf_counter() - started
