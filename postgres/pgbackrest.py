@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 from .layout import Layout
 
+# The pgBackRest release series the servers are pinned to (apt preferences) and the install step
+# accepts: the one the rehearsal runs (sandbox/vendor/). Moving it is a tested change, never a
+# silent upgrade; the outage behaviour and its README figures were measured on it.
+TESTED_SERIES = "2.59"
+
 
 @dataclass(frozen=True)
 class RepoOptions:

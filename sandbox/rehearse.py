@@ -153,6 +153,7 @@ class Rehearsal:
     mocks: RehearsalMocks | None = None
     engine: EngineState | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
+    pgbackrest: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -174,6 +175,8 @@ class Rehearsal:
         t0 = time.perf_counter()
         self.testbed.ensure_rootfs()
         self.timings["rootfs"] = time.perf_counter() - t0
+        self.pgbackrest = self.testbed.pgbackrest()
+        self.echo(f"== guests run {self.pgbackrest.get('version')} ({self.pgbackrest.get('source')})")
         self.testbed.up(str(subnet), gateway, OUTSIDER_IP)
         ep = self.testbed.start_s3()
         self.s3 = ep
@@ -430,6 +433,7 @@ class Rehearsal:
             "hosts": {name: {"private_ip": ip} for name, ip in hosts.items()},
             "steps": self.steps,
             "runs": self.runs,
+            "pgbackrest": self.pgbackrest,
             "checks": [c.__dict__ for c in self.checks],
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
         }

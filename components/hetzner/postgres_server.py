@@ -17,6 +17,7 @@ import pulumi_hcloud as hcloud
 from components.shared import remote
 from components.shared.certificate_authority import CertificateAuthority, ServerCertificate, ServerCertificateArgs
 from postgres.layout import Layout
+from postgres.pgbackrest import TESTED_SERIES
 
 from .private_network import PrivateNetwork
 
@@ -100,7 +101,12 @@ class PostgresServer(pulumi.ComponentResource):
         pg: dict[str, str | int] = {"PG_VERSION": args.layout.version}
         wait = remote.step(f"{name}-wait", self.ssh, "wait", pg, self, [self.server])
         install = remote.step(
-            f"{name}-install", self.ssh, "install", {**pg, "PACKAGE_SOURCE": args.package_source}, self, [wait]
+            f"{name}-install",
+            self.ssh,
+            "install",
+            {**pg, "PACKAGE_SOURCE": args.package_source, "PGBACKREST_SERIES": TESTED_SERIES},
+            self,
+            [wait],
         )
 
         # Resolved at render time for the command text: the device path is known once the

@@ -6,7 +6,7 @@
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
-: "${PACKAGE_SOURCE:?}" "${PG_VERSION:?}"
+: "${PACKAGE_SOURCE:?}" "${PG_VERSION:?}" "${PGBACKREST_SERIES:?}"
 
 # jq: the scripts read pgBackRest's JSON with it.
 packages=("${PG_PACKAGES[@]}" libpq-dev pgbackrest jq)
@@ -43,6 +43,18 @@ elif [[ $PACKAGE_SOURCE != distro ]]; then
   die "PACKAGE_SOURCE must be pgdg or distro, not ${PACKAGE_SOURCE}"
 fi
 
+pgbackrest_series_ok() { [[ $(pgbackrest version | awk '{print $2}') == "${PGBACKREST_SERIES}".* ]]; }
+if [[ $PACKAGE_SOURCE == pgdg ]]; then
+  # The repository carries the newest release; servers run the series pgstack was tested with.
+  pin=$(printf 'Package: pgbackrest\nPin: version %s.*\nPin-Priority: 1001\n' "$PGBACKREST_SERIES" \
+    | install_file 644 root:root /etc/apt/preferences.d/pgstack-pgbackrest)
+  if [[ $pin == changed ]] && command -v pgbackrest >/dev/null && ! pgbackrest_series_ok; then
+    apt-get update -q >/dev/null
+    apt_install --allow-downgrades pgbackrest
+    log "pgBackRest moved to the pinned ${PGBACKREST_SERIES} series"
+  fi
+fi
+
 mapfile -t todo < <(missing "${packages[@]}")
 if ((${#todo[@]})); then
   apt-get update -q >/dev/null
@@ -50,5 +62,8 @@ if ((${#todo[@]})); then
   log "installed ${todo[*]}"
 else
   log "packages already installed"
+fi
+if ! pgbackrest_series_ok; then
+  die "$(pgbackrest version) is installed; pgstack is tested with the ${PGBACKREST_SERIES} series. To move to another series: rehearse it, set TESTED_SERIES in postgres/pgbackrest.py, and run up (this step rewrites the apt pin /etc/apt/preferences.d/pgstack-pgbackrest)"
 fi
 log "$("${PG_BIN}/postgres" --version); $(pgbackrest version)"

@@ -74,6 +74,10 @@ class Testbed:
         """Build the guest rootfs once (debootstrap), reuse it while the package list is unchanged."""
         return self._rootfs.ensure()
 
+    def pgbackrest(self) -> dict[str, str]:
+        """The pgBackRest the guests run: its version and where it came from."""
+        return self._rootfs.pgbackrest()
+
     # ------------------------------------------------------------------ network
 
     def up(self, subnet_cidr: str, gateway_ip: str, outsider_ip: str) -> None:

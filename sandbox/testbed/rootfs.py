@@ -22,6 +22,24 @@ from .processes import pid_cmdline, run, tail
 
 PACKAGES_FILE = Path(__file__).resolve().parent.parent / "rootfs-packages.txt"
 
+# pgBackRest as production runs it (the release series postgres/pgbackrest.py pins): built from
+# the vendored release source inside the rootfs, since Debian 12 carries 2.45 and the PostgreSQL
+# apt repository is out of reach here. On a machine that reaches that repository, set
+# PGSTACK_PGBACKREST=pgdg to take the package from there instead (not run on these machines).
+PGBACKREST_TARBALL = Path(__file__).resolve().parent.parent / "vendor" / "pgbackrest-2.59.1.tar.gz"
+PGBACKREST_BUILD_PACKAGES = (
+    "meson", "ninja-build", "gcc", "pkg-config", "libpq-dev", "libssl-dev", "libxml2-dev", "liblz4-dev",
+    "libzstd-dev", "libbz2-dev", "libyaml-dev", "libssh2-1-dev", "zlib1g-dev",
+)  # fmt: skip
+
+
+def pgbackrest_source() -> str:
+    source = os.environ.get("PGSTACK_PGBACKREST", "vendored")
+    if source not in ("vendored", "pgdg"):
+        raise TestbedError(f"PGSTACK_PGBACKREST={source!r}: use vendored (the default) or pgdg")
+    return source
+
+
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Bump when _prepare changes: part of the rootfs hash, so the next run builds a new one.
@@ -91,7 +109,17 @@ class Rootfs:
     def key(self) -> str:
         """Hash of everything that decides the rootfs contents: a change means a new build."""
         pkgs = sorted(set(read_packages(PACKAGES_FILE)))
-        return hashlib.sha256("\n".join([SUITE, *pkgs, ROOTFS_VERSION]).encode()).hexdigest()[:12]
+        source = pgbackrest_source()
+        parts = [SUITE, *pkgs, ROOTFS_VERSION, f"pgbackrest:{source}"]
+        if source == "vendored":
+            parts += [hashlib.sha256(PGBACKREST_TARBALL.read_bytes()).hexdigest(), *PGBACKREST_BUILD_PACKAGES]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+    def pgbackrest(self) -> dict[str, str]:
+        """Which pgBackRest the guests run and where it came from (from the rootfs marker)."""
+        marker = json.loads((self.ensure() / ROOTFS_MARKER).read_text())
+        found: dict[str, str] = marker.get("pgbackrest", {})
+        return found
 
     def ensure(self) -> Path:
         """Build the guest rootfs once (debootstrap), reuse it while the package list is unchanged."""
@@ -99,6 +127,8 @@ class Rootfs:
             if self._path is not None and (self._path / ROOTFS_MARKER).is_file():
                 return self._path
             pkgs = sorted(set(read_packages(PACKAGES_FILE)))
+            if pgbackrest_source() == "vendored":
+                pkgs = sorted({*pkgs, *PGBACKREST_BUILD_PACKAGES})
             final = self.cache_dir / f"rootfs-{self.key()}"
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             # Another process may be building the same rootfs: one builds, the other waits and reuses.
@@ -144,6 +174,7 @@ class Rootfs:
                 raise TestbedError(f"command failed (rc={rc}): {shlex.join(argv)}\n{output}")
             self._kill_processes_in(tmp)
             self._prepare(tmp)
+            pgbackrest = self._install_pgbackrest(tmp)
         except BaseException:
             self._kill_processes_in(tmp)
             unmount_under(tmp, self._log)
@@ -151,10 +182,57 @@ class Rootfs:
         unmount_under(tmp, self._log)
         # The marker is written last, then the rename makes the complete tree appear at once.
         (tmp / ROOTFS_MARKER).write_text(
-            json.dumps({"suite": SUITE, "packages": pkgs, "version": ROOTFS_VERSION, "built": time.time()})
+            json.dumps(
+                {
+                    "suite": SUITE,
+                    "packages": pkgs,
+                    "version": ROOTFS_VERSION,
+                    "built": time.time(),
+                    "pgbackrest": pgbackrest,
+                }
+            )
         )
         os.rename(tmp, final)
         self._log(f"rootfs: built {final} in {time.monotonic() - t0:.1f} s")
+
+    def _install_pgbackrest(self, root: Path) -> dict[str, str]:
+        """Put the pgBackRest release production runs at /usr/bin/pgbackrest; say which and from where."""
+        t0 = time.monotonic()
+        source = pgbackrest_source()
+        if source == "vendored":
+            src = root / "usr/local/src"
+            src.mkdir(parents=True, exist_ok=True)
+            run(["tar", "-xzf", PGBACKREST_TARBALL, "-C", src])
+            tree = next(src.glob("pgbackrest-*"))
+            inside = "/" + str(tree.relative_to(root))
+            run(["mount", "-t", "proc", "proc", root / "proc"])
+            try:
+                run(["chroot", root, "sh", "-c",
+                     f"cd {inside} && meson setup build --buildtype=release >/dev/null && ninja -C build >/dev/null"],
+                    timeout=900)  # fmt: skip
+            finally:
+                run(["umount", root / "proc"])
+            # The Debian package's binary stays, diverted, so dpkg never puts 2.45 back.
+            run(["chroot", root, "dpkg-divert", "--local", "--rename", "--divert", "/usr/bin/pgbackrest.distrib",
+                 "--add", "/usr/bin/pgbackrest"])  # fmt: skip
+            shutil.copy2(tree / "build/src/pgbackrest", root / "usr/bin/pgbackrest")
+            os.chmod(root / "usr/bin/pgbackrest", 0o755)
+            shutil.rmtree(tree)
+            origin = f"built from the vendored release source {PGBACKREST_TARBALL.name}"
+        else:
+            resolv = root / "etc/resolv.conf"
+            saved = resolv.read_text()
+            shutil.copy2("/etc/resolv.conf", resolv)
+            try:
+                run(["chroot", root, "/usr/share/postgresql-common/pgdg/apt.postgresql.org.sh", "-y"], timeout=600)
+                run(["chroot", root, "apt-get", "install", "-y", "-q", "--no-install-recommends", "pgbackrest"],
+                    timeout=600)  # fmt: skip
+            finally:
+                resolv.write_text(saved)
+            origin = "the PostgreSQL apt repository's package"
+        version = run(["chroot", root, "pgbackrest", "version"]).stdout.strip()
+        self._log(f"rootfs: {version}, {origin}, in {time.monotonic() - t0:.1f} s")
+        return {"version": version, "source": origin}
 
     @staticmethod
     def _prepare(root: Path) -> None:

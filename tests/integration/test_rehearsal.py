@@ -280,6 +280,18 @@ def test_dead_replica_cannot_fill_the_primary_and_catches_up_from_the_archive(re
 # ---- backups (pgBackRest issue) -------------------------------------------------------------
 
 
+def test_guests_run_the_pinned_pgbackrest_release(reh):
+    from postgres.pgbackrest import TESTED_SERIES
+
+    for server, ip in sorted(reh.testbed.guests().items()):
+        version = reh.testbed.ssh(ip, "pgbackrest version").stdout.strip()
+        assert version.startswith(f"pgBackRest {TESTED_SERIES}."), f"{server}: {version}"
+    assert reh.pgbackrest["version"].startswith(f"pgBackRest {TESTED_SERIES}."), reh.pgbackrest
+    # Block incremental is GA on this release: the config the servers run has it on.
+    conf = sh(reh, primary(reh), "cat /etc/pgbackrest/pgbackrest.conf")
+    assert "repo1-block=y" in conf
+
+
 def test_full_backup_listed_after_up(reh):
     assert any(b["type"] == "full" for b in backups(reh)), backups(reh)
 
