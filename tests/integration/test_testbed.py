@@ -121,7 +121,8 @@ def _pgbackrest(bed: Testbed, verify: bool) -> str:
     )
     return (
         # As root, which pgBackRest 2.59 and later refuse unless told: this probes the store only.
-        f"PGBACKREST_ALLOW_ROOT=y PGBACKREST_REPO1_S3_KEY={ep.access_key} PGBACKREST_REPO1_S3_KEY_SECRET={ep.secret_key} "
+        "PGBACKREST_ALLOW_ROOT=y "
+        f"PGBACKREST_REPO1_S3_KEY={ep.access_key} PGBACKREST_REPO1_S3_KEY_SECRET={ep.secret_key} "
         f"pgbackrest --repo1-type=s3 {tls} --repo1-storage-port={ep.port} --repo1-s3-uri-style=path "
         f"--repo1-s3-bucket={BUCKET} --repo1-s3-region={ep.region} --repo1-path=/ "
         "--log-level-console=warn --log-level-file=off"
