@@ -47,6 +47,10 @@ def test_rehearse_twice_reports_ok_and_leaves_nothing(tmp_path):
     assert proc.returncode == 0 and data["ok"], f"{failed}\n{data.get('error')}\n{proc.stderr[-3000:]}"
     names = {c["name"] for c in data["checks"]}
     assert any("28000" in n for n in names) and any("28P01" in n for n in names), names
-    assert any("second run changed nothing" in n for n in names), names
+    assert any("second run: 0 to change" in n for n in names), names
+    assert any("every script run again changed nothing" in n for n in names), names
+    # As `pulumi up` with an unchanged config: the second run runs no command at all.
+    assert [r["commands_run"] for r in data["runs"][:2]][1] == [], data["runs"][1]
+    assert data["runs"][0]["counts"]["create"] == len(data["runs"][0]["actions"])
     assert data["hosts"] and data["steps"] and all(s["ok"] for s in data["steps"])
     assert leftovers() == []

@@ -26,7 +26,7 @@ PG = layout(DEFAULT_POSTGRES_VERSION)
 
 pytestmark = pytest.mark.integration
 
-LOG_OVERRIDES = {"log_line_prefix": "%p %u@%d ", "log_timezone": "Asia/Kolkata"}
+LOG_OVERRIDES = {"log_line_prefix": "%p %u %d ", "log_timezone": "Asia/Kolkata"}
 
 
 @pytest.fixture(scope="module")
