@@ -32,9 +32,12 @@ replayed=$(pg_sql -c 'select pg_last_wal_replay_lsn()')
 log "last WAL received ${received:-none}, replayed ${replayed}; last replayed commit at $(pg_sql -c 'select pg_last_xact_replay_timestamp()')"
 [[ $(pg_sql -c 'select pg_promote(true, 60)') == t ]] || die "promotion did not finish within 60 s"
 [[ $(pg_sql -c 'select pg_is_in_recovery()') == f ]] || die "still in recovery after promotion"
+# pg_control keeps the old timeline until the next checkpoint, and pgBackRest refuses a backup
+# while it disagrees with the WAL's: the full backup below must find them in step.
+pg_sql -c 'checkpoint' >/dev/null
 stanza=$(sed -n 's/.*--stanza=\([^ ]*\) archive-push.*/\1/p' <<<"$(pg_sql -c 'show archive_command')")
 if [[ -n $stanza ]]; then
   runuser -u postgres -- pgbackrest --stanza="$stanza" check >/dev/null && log "archiving to stanza ${stanza} works"
   systemctl start --no-block pgstack-backup@full.service && log "a full backup of the new timeline has started"
 fi
-log "promoted: $(hostname) is the PostgreSQL ${PG_VERSION} primary now (timeline $(pg_sql -c "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"); the checkpoint's lags until the next checkpoint)"
+log "promoted: $(hostname) is the PostgreSQL ${PG_VERSION} primary now (timeline $(pg_sql -c "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"))"

@@ -73,6 +73,10 @@ if [[ $TARGET != latest ]]; then
   [[ $(pg_sql -c 'select pg_promote(true, 120)') == t ]] || stopped_short "promotion at the target did not finish"
   log "paused at the target (last replayed transaction ${last% *}), promoted"
 fi
+# A promotion leaves pg_control on the old timeline until the next checkpoint, and pgBackRest
+# (2.59) refuses to back up while the two disagree ("WAL timeline 2 does not match pg_control
+# timeline 1"): the new stanza's first full backup follows at once.
+pg_sql -c 'checkpoint' >/dev/null
 pg_sql -c 'alter system reset restore_command' -c 'alter system reset recovery_target_time' \
   -c 'alter system reset recovery_target_action' -c 'select pg_reload_conf()' >/dev/null
 echo "restored from ${SOURCE_STANZA} to ${TARGET} at $(date -u +%FT%TZ)" | as_postgres tee "$marker" >/dev/null
