@@ -528,10 +528,12 @@ def test_object_store_outage_drops_wal_within_the_queue_then_rebases_backups(reh
             after = reh.sql(primary(reh), "select pg_current_wal_lsn()")
             bursts.append(int(reh.sql(primary(reh), f"select '{after}'::pg_lsn - '{lsn}'::pg_lsn")))
             lsn = after
-            deadline = time.time() + 300
+            written_at = time.time()
+            deadline = written_at + 300
             while True:
                 queue = archive_queue_bytes(reh)
                 if dropped_segments(reh) > drops and queue <= queue_max + SEGMENT:
+                    reh.timings[f"outage: burst {burst} written to WAL dropped (s)"] = time.time() - written_at
                     break
                 assert time.time() < deadline, f"burst {burst}: queue at {queue >> 20} MiB, nothing dropped in 300 s"
                 time.sleep(2)
@@ -541,6 +543,9 @@ def test_object_store_outage_drops_wal_within_the_queue_then_rebases_backups(reh
         sampler.join()
         reh.testbed.s3_outage(False)
     written, peak = sum(bursts), max(samples)
+    reh.timings["outage: queue peak (MiB)"] = peak / 2**20
+    reh.timings["outage: WAL written (MiB)"] = written / 2**20
+    print(f"outage figures: { {k: round(v, 1) for k, v in reh.timings.items() if k.startswith('outage')} }")
     assert written > 4 * queue_max, f"only {written >> 20} MiB written: the test did not overflow the queue"
     bound = queue_max + max(bursts) + 2 * SEGMENT
     assert peak <= bound, f"the queue peaked at {peak >> 20} MiB ({written >> 20} MiB written, bound {bound >> 20})"
