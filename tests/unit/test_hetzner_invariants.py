@@ -311,3 +311,39 @@ def test_the_role_sql_turns_statement_logging_off_before_any_verifier():
     assert "set_config('log_min_error_statement', 'panic', false)" in sql[: sql.index("SCRAM-SHA-256$")]
     # The session that logs no statement is the one that sends the verifiers: no \connect between.
     assert "\\connect" not in sql[quiet : sql.rindex("SCRAM-SHA-256$")]
+
+
+# Every component type token, as the landed stacks have them. A token is part of the URN of the
+# component and of every resource below it: a changed token makes the real engine replace running
+# servers. Moving a module does not change its token; a token that must change goes in an alias.
+FROZEN_TOKENS = {
+    "pgstack:alert_topics:AlertTopics",
+    "pgstack:backup_bucket:BackupBucket",
+    "pgstack:certificate_authority:CertificateAuthority",
+    "pgstack:certificate_authority:ServerCertificate",
+    "pgstack:credentials:Credentials",
+    "pgstack:dns_cutover:DnsCutover",
+    "pgstack:postgres_server:PostgresServer",
+    "pgstack:private_network:PrivateNetwork",
+    "pgstack:rds_alarms:RdsAlarms",
+    "pgstack:rds_base:RdsBase",
+    "pgstack:rds_cutover_stop:CutoverStop",
+    "pgstack:rds_instance:RdsInstance",
+    "pgstack:replica_pair:ReplicaPair",
+}
+
+
+def test_component_type_tokens_are_frozen():
+    seen = set()
+    for stack in ("prod", "staging"):
+        result = run_stack(stack)
+        seen |= {r.type for r in result.mocks.registrations if not r.custom}
+        # No component was renamed under an alias: none of the landed ones carries one.
+        for reg in result.mocks.registrations:
+            if reg.type in FROZEN_TOKENS:
+                assert not reg.options.get("aliases"), f"{reg.name}: {reg.type} has aliases {reg.options['aliases']}"
+    changed = seen - FROZEN_TOKENS
+    assert not changed, (
+        f"new or changed component type tokens {sorted(changed)}: add new ones here; a changed one needs an alias"
+    )
+    assert FROZEN_TOKENS <= seen, f"tokens no stack registers any more: {sorted(FROZEN_TOKENS - seen)}"
