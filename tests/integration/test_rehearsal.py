@@ -315,6 +315,9 @@ def test_marker_wal_reaches_bucket_within_archive_timeout(reh):
     assert found, f"{walfile} not in the bucket {time.time() - t0:.0f}s after the commit"
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 def test_every_repository_file_is_encrypted(reh):
     s = reh.settings()
     client = reh.testbed.s3_client()
@@ -328,11 +331,12 @@ def test_every_repository_file_is_encrypted(reh):
     for key in keys:
         data = client.get_object(Bucket=s.backup.bucket, Key=key)["Body"].read()
         if "/bundle/" in key:
-            # With block incremental (pgBackRest 2.46+) a bundle holds many files and each file's
-            # blocks are encrypted one by one (OpenSSL "Salted__" chunks), not the bundle as a whole:
-            # ciphertext throughout is incompressible and holds none of the cluster's plain text.
-            ok = b"Salted__" in data and len(zlib.compress(data, 9)) > 0.95 * len(data)
-            ok = ok and not any(n in data for n in needles)
+            # pgBackRest 2.59 encrypts bundled files without OpenSSL's "Salted__" header (the salt is
+            # in the encrypted manifest), so there is no magic to look for. Ciphertext throughout:
+            # no zstd frame (compressed but not encrypted files would each start with one), no
+            # plain text of the cluster, and nothing a compressor can shrink.
+            ok = ZSTD_MAGIC not in data and not any(n in data for n in needles)
+            ok = ok and len(zlib.compress(data, 9)) > 0.99 * len(data)
         else:
             ok = data[:8] == b"Salted__"
         if not ok:
