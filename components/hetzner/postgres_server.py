@@ -26,23 +26,30 @@ from .private_network import PrivateNetwork
 IGNORED_AFTER_CREATE = ["sshKeys", "image", "userData"]
 
 
-@dataclass
-class PostgresServerArgs:
-    private_ip: str
+@dataclass(frozen=True)
+class ServerSpec:
+    """What every server of a generation shares."""
+
     location: str
     server_type: str
     image: str
-    network: PrivateNetwork
-    ssh_private_key: pulumi.Input[str]
-    pg_conf: str
-    hba_conf: str
     package_source: str
-    layout: Layout
     volume_size_gb: int = 0
     delete_protection: bool = True
     labels: dict[str, str] = field(default_factory=dict)
     # The stack CA that signs this server's certificate (TLS for clients and replication).
     tls: CertificateAuthority | None = None
+
+
+@dataclass
+class PostgresServerArgs:
+    private_ip: str
+    spec: ServerSpec
+    network: PrivateNetwork
+    ssh_private_key: pulumi.Input[str]
+    pg_conf: str
+    hba_conf: str
+    layout: Layout
     # How the data directory gets its data when it is not a fresh primary: a base backup of the
     # primary (replica) or a point-in-time restore (restored generation). Runs once in the
     # server's life: create-only, and guarded in the script.
@@ -61,35 +68,35 @@ class PostgresServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: PostgresServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pgstack:postgres_server:PostgresServer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        labels = {**args.labels, "pgstack-server": name}
+        labels = {**args.spec.labels, "pgstack-server": name}
         net = args.network
 
         self.server = hcloud.Server(
             name,
             name=name,
-            server_type=args.server_type,
-            image=args.image,
-            location=args.location,
+            server_type=args.spec.server_type,
+            image=args.spec.image,
+            location=args.spec.location,
             ssh_keys=[net.ssh_key.id],
             firewall_ids=[net.firewall.id.apply(int)],
             placement_group_id=net.placement_group.id.apply(int),
             # Attached at creation, so the private address exists from the first boot.
             networks=[hcloud.ServerNetworkArgs(network_id=net.network.id.apply(int), ip=args.private_ip)],
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
-            delete_protection=args.delete_protection,
-            rebuild_protection=args.delete_protection,
+            delete_protection=args.spec.delete_protection,
+            rebuild_protection=args.spec.delete_protection,
             labels=labels,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[net.subnet], ignore_changes=IGNORED_AFTER_CREATE),
         )
         volume_device: pulumi.Input[str] = ""
         self.volume = None
-        if args.volume_size_gb:
+        if args.spec.volume_size_gb:
             self.volume = hcloud.Volume(
                 f"{name}-data",
-                size=args.volume_size_gb,
+                size=args.spec.volume_size_gb,
                 server_id=self.server.id.apply(int),
                 automount=False,
-                delete_protection=args.delete_protection,
+                delete_protection=args.spec.delete_protection,
                 labels=labels,
                 opts=child,
             )
@@ -104,7 +111,7 @@ class PostgresServer(pulumi.ComponentResource):
             f"{name}-install",
             self.ssh,
             "install",
-            {**pg, "PACKAGE_SOURCE": args.package_source, "PGBACKREST_SERIES": TESTED_SERIES},
+            {**pg, "PACKAGE_SOURCE": args.spec.package_source, "PGBACKREST_SERIES": TESTED_SERIES},
             self,
             [wait],
         )
@@ -124,13 +131,13 @@ class PostgresServer(pulumi.ComponentResource):
             [install, *([self.volume] if self.volume else [])],
         )
         before_configure: list[pulumi.Resource] = [cluster]
-        if args.tls is not None:
+        if args.spec.tls is not None:
             cert = ServerCertificate(
                 f"{name}-certificate",
-                ServerCertificateArgs(ca=args.tls, common_name=name, ip_addresses=[args.private_ip]),
+                ServerCertificateArgs(ca=args.spec.tls, common_name=name, ip_addresses=[args.private_ip]),
                 pulumi.ResourceOptions(parent=self),
             )
-            bundle = pulumi.Output.all(cert.key_pem, cert.cert_pem, args.tls.cert_pem).apply(
+            bundle = pulumi.Output.all(cert.key_pem, cert.cert_pem, args.spec.tls.cert_pem).apply(
                 lambda pems: "".join(p if p.endswith("\n") else p + "\n" for p in pems)
             )
             before_configure = [remote.step(f"{name}-tls", self.ssh, "tls", pg, self, [cluster], stdin=bundle)]

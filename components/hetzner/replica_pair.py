@@ -8,20 +8,19 @@ generation's backups instead of an empty cluster.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import pulumi
 
 from components.shared import remote
-from components.shared.certificate_authority import CertificateAuthority
 from components.shared.credentials import REPLICATOR
 from postgres import conf as pgconf
 from postgres import hba as pghba
 from postgres.hba import HbaRule
 from postgres.layout import Layout
 
-from .postgres_server import Bootstrap, PostgresServer, PostgresServerArgs
+from .postgres_server import Bootstrap, PostgresServer, PostgresServerArgs, ServerSpec
 from .private_network import PrivateNetwork
 
 
@@ -49,20 +48,6 @@ class Backups:
 class RestoreFrom:
     source_stanza: str
     target: str  # ISO 8601 with a time zone, or "latest"
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """What every server of a generation shares (the PostgresServerArgs that are not per server)."""
-
-    location: str
-    server_type: str
-    image: str
-    package_source: str
-    volume_size_gb: int = 0
-    delete_protection: bool = True
-    labels: dict[str, str] = field(default_factory=dict)
-    tls: CertificateAuthority | None = None
 
 
 @dataclass
@@ -133,14 +118,7 @@ class ReplicaPair(pulumi.ComponentResource):
                     hba_conf=hba,
                     bootstrap=bootstrap,
                     layout=args.layout,
-                    location=spec.location,
-                    server_type=spec.server_type,
-                    image=spec.image,
-                    package_source=spec.package_source,
-                    volume_size_gb=spec.volume_size_gb,
-                    delete_protection=spec.delete_protection,
-                    labels=spec.labels,
-                    tls=spec.tls,
+                    spec=spec,
                 ),
                 pulumi.ResourceOptions(parent=self),
             )

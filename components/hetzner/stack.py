@@ -14,8 +14,9 @@ from postgres import pgbackrest as pgbackrest_conf
 from postgres.layout import Layout, layout
 
 from .backup_bucket import BackupBucket, BackupBucketArgs
+from .postgres_server import ServerSpec
 from .private_network import PrivateNetwork, PrivateNetworkArgs
-from .replica_pair import Access, Backups, ReplicaPair, ReplicaPairArgs, RestoreFrom, ServerSpec
+from .replica_pair import Access, Backups, ReplicaPair, ReplicaPairArgs, RestoreFrom
 
 
 def build_hetzner(settings: Settings) -> None:
