@@ -87,7 +87,7 @@ class HeartbeatChecks(pulumi.ComponentResource):
         if args.api_key is not None:
             api_url = args.alerts.api_url
             check_list = self.checks
-            spec = pulumi.Output.secret(args.api_key).apply(
+            spec: pulumi.Output[str] = pulumi.Output.secret(args.api_key).apply(
                 lambda key: json.dumps({"api_url": api_url, "api_key": key, "checks": check_list}, sort_keys=True)
             )
             text = f"{PYTHON} -m components.healthchecks_api" + ("" if args.verify_tls else " --insecure")
@@ -96,7 +96,7 @@ class HeartbeatChecks(pulumi.ComponentResource):
                 create=text,
                 # The checks are not secret: a changed list shows in the diff as a changed trigger.
                 triggers=[api_url, json.dumps(check_list, sort_keys=True)],
-                stdin=pulumi.Output.secret(spec),
+                stdin=spec,  # secret: it holds the API key
                 opts=pulumi.ResourceOptions(parent=self),
             )
         self.register_outputs({"checks": [c["slug"] for c in self.checks]})
