@@ -182,7 +182,10 @@ class Rehearsal:
         import config as config_pkg
 
         probe = config_pkg.settings_from_mapping(
-            {**base, "pgstack:sshPrivateKey": "x"}, "pgstack", self.stack, allow_sandbox=True
+            {**base, "pgstack:sshPrivateKey": "x", "pgstack:alertsPingKey": "x"},
+            "pgstack",
+            self.stack,
+            allow_sandbox=True,
         )
         hz = probe.hetzner
         if hz is None:
