@@ -262,6 +262,14 @@ def test_the_ping_key_is_nowhere_in_plain_text(reh):
         assert key not in journal, f"{server}: the ping key is in the journal"
 
 
+def test_a_second_up_changes_nothing(reh):
+    # Engine parity: the checks command and the heartbeat steps run again only when their
+    # text, triggers or stdin change, and an unchanged stack changes none of them.
+    reh.run_program("second")
+    acted = {n: a for n, a in reh.runs[-1]["actions"].items() if a != "same"}
+    assert not acted, f"a second up acted on: {acted}"
+
+
 # ---- last: the whole primary gone ------------------------------------------------------------
 
 
