@@ -100,6 +100,11 @@ class Alarms(Model):
         default=Thresholds(warning=80, critical=95),
         description="percent of the instance's max_connections (database.maxConnections or the role sum)",
     )
+    free_storage_gb: Thresholds = Field(
+        default=Thresholds(warning=10, critical=5),
+        description="alarms when free storage falls *below* these (GiB), so warning is above critical, and absolute "
+        "since storage autoscaling grows the allocation",
+    )
     period_seconds: Literal[60, 300, 900, 3600] = Field(default=60, description="one evaluation period")
     evaluation_periods: int = Field(default=5, ge=1, le=60, description="periods in breach before an alarm fires")
 
@@ -113,6 +118,12 @@ class Alarms(Model):
             raise ValueError(
                 f"freeableMemoryMb alarms when memory falls below the threshold: warning ({m.warning}) must "
                 f"be above critical ({m.critical})"
+            )
+        f = self.free_storage_gb
+        if not f.warning > f.critical:
+            raise ValueError(
+                f"freeStorageGb alarms when free storage falls below the threshold: warning ({f.warning}) must "
+                f"be above critical ({f.critical})"
             )
         return self
 

@@ -332,6 +332,79 @@ class Dns(Model):
         return self
 
 
+URL_PATTERN = r"^https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"
+HttpUrl = Annotated[
+    str, pattern(URL_PATTERN, "write an http(s) URL without a trailing query, e.g. https://hc-ping.com")
+]
+
+
+class AlertJob(Model):
+    """How often a job reports, and how late a report may be before the service alerts."""
+
+    # Healthchecks.io itself takes 60 s at least; the lower bound here is for the rehearsal's receiver.
+    period_seconds: int = Field(
+        ge=10,
+        le=31536000,
+        description="how often the job reports (the check's period, Healthchecks.io takes 60 or more)",
+    )
+    grace_seconds: int = Field(
+        ge=10,
+        le=31536000,
+        description="how late a report may be before the check alerts (Healthchecks.io takes 60 or more)",
+    )
+
+
+class AlertJobs(Model):
+    backup_full: AlertJob = Field(
+        default=AlertJob(period_seconds=7 * 86400, grace_seconds=4 * 3600),
+        description="the weekly full backup (period: the longest gap backup.fullSchedule allows)",
+    )
+    backup_diff: AlertJob = Field(
+        default=AlertJob(period_seconds=86400, grace_seconds=4 * 3600),
+        description="the differential backups (period: the longest gap backup.diffSchedule allows)",
+    )
+    archive: AlertJob = Field(
+        default=AlertJob(period_seconds=300, grace_seconds=600),
+        description="WAL archiving, checked on the primary this often",
+    )
+    replication: AlertJob = Field(
+        default=AlertJob(period_seconds=300, grace_seconds=600), description="streaming, checked on each replica"
+    )
+    alive: AlertJob = Field(
+        default=AlertJob(period_seconds=60, grace_seconds=240),
+        description="the server and its PostgreSQL answer, checked on every server",
+    )
+
+
+class Alerts(Model):
+    """Heartbeats to a Healthchecks-compatible service (target hetzner): every job reports, silence alerts."""
+
+    ping_url: HttpUrl = Field(
+        default="https://hc-ping.com",
+        description="the ping base URL (a check's URL is "
+        "<pingUrl>/<alertsPingKey>/<stack>-<generation>-<server>-<job>)",
+    )
+    api_url: HttpUrl = Field(
+        default="https://healthchecks.io",
+        description="the Healthchecks instance whose management API (<apiUrl>/api/v3/checks/) creates the checks "
+        "when alertsApiKey is set",
+    )
+    jobs: AlertJobs = Field(default=AlertJobs(), description="period and grace of each job's check")
+    archive_max_age_seconds: int = Field(
+        default=900,
+        ge=20,
+        le=86400,
+        description="archive fails when the newest archived WAL is older than this (above backup.archiveTimeoutSeconds "
+        "plus jobs.archive.periodSeconds)",
+    )
+    replication_max_lag_seconds: int = Field(
+        default=300, ge=1, le=86400, description="replication fails when a replica's replay lag is above this"
+    )
+    tags: str = Field(
+        default="pgstack", pattern=r"^[A-Za-z0-9 _.-]{0,100}$", description="Healthchecks tags of every check"
+    )
+
+
 class Postgres(Model):
     version: int = Field(
         default=DEFAULT_POSTGRES_VERSION,
@@ -354,6 +427,9 @@ class SandboxOverrides(Model):
     )
     s3_verify_tls: bool = Field(default=True, description="false for the local S3's self-signed certificate")
     s3_port: int = Field(default=443, ge=1, le=65535, description="the local S3 listens on a high port")
+    alerts_verify_tls: bool = Field(
+        default=True, description="false for the local Healthchecks receiver's self-signed certificate"
+    )
 
 
 def _internal(description: str) -> Any:
@@ -429,6 +505,20 @@ class Settings(Model):
     pagerduty_endpoint: str | None = secret(
         "Optional, target aws. The PagerDuty CloudWatch integration URL that critical alarms go to; it embeds the "
         "integration key. Unset: critical alarms go to the warning emails."
+    )
+    alerts: Alerts | None = Field(
+        default=None,
+        description="Optional, target hetzner. Heartbeats of every scheduled job to a Healthchecks-compatible "
+        "service (healthchecks.io or self-hosted), so an alert comes from outside even when a whole server is gone. "
+        "Needs alertsPingKey.",
+    )
+    alerts_ping_key: str | None = secret(
+        "Required with alerts. The Healthchecks project's ping key; it is part of every ping URL and lives on the "
+        "servers only in a root-only file."
+    )
+    alerts_api_key: str | None = secret(
+        "Optional, with alerts. A Healthchecks API key (read-write) of the same project: the program creates and "
+        "updates the checks with it. Unset: create the checks by hand (README, Alerting)."
     )
     sandbox: SandboxOverrides = Field(
         default=SandboxOverrides(),

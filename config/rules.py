@@ -29,6 +29,7 @@ def check(settings: Settings, now: dt.datetime) -> None:
     else:
         _check_aws(settings)
     _check_cipher_passphrase(settings)
+    _check_alerts(settings)
 
 
 def _check_clusters(settings: Settings, now: dt.datetime) -> None:
@@ -252,3 +253,36 @@ def _check_engine_version(settings: Settings) -> None:
             f"{engine!r}: value not allowed; pgstack runs PostgreSQL {version} on RDS: write {version}, or "
             f"{version}.x to pin the minor version",
         )
+
+
+def _check_alerts(settings: Settings) -> None:
+    alerts = settings.alerts
+    if alerts is None:
+        return
+    if settings.target == "aws":
+        raise ConfigError(
+            "alerts",
+            "target aws alerts through RDS events and CloudWatch alarms (aws.alarms) to its SNS topics; remove the "
+            "alerts block",
+        )
+    key = settings.alerts_ping_key
+    if not key:
+        raise ConfigError(
+            "alertsPingKey", "alerts needs the project's ping key: pulumi config set --secret pgstack:alertsPingKey ..."
+        )
+    if not all(c.isalnum() or c in "-_" for c in key):
+        # Messages never show it: it is a secret.
+        raise ConfigError("alertsPingKey", "a ping key has letters, digits, - and _ only; copy it again")
+    if settings.alerts_api_key is not None and (
+        not settings.alerts_api_key or any(ord(c) < 33 or ord(c) == 127 for c in settings.alerts_api_key)
+    ):
+        raise ConfigError("alertsApiKey", "is empty or holds white space or a control character; copy it again")
+    if settings.backup is not None:
+        floor = settings.backup.archive_timeout_seconds + alerts.jobs.archive.period_seconds
+        if alerts.archive_max_age_seconds <= floor:
+            raise ConfigError(
+                "alerts.archiveMaxAgeSeconds",
+                f"{alerts.archive_max_age_seconds} would fail on a healthy server: WAL is archived every "
+                f"backup.archiveTimeoutSeconds ({settings.backup.archive_timeout_seconds}) after the archive check "
+                f"writes a record, checked every {alerts.jobs.archive.period_seconds} s; make it above {floor}",
+            )

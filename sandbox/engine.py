@@ -28,6 +28,9 @@ from typing import Any, Literal
 Action = Literal["create", "replace", "update", "same", "delete"]
 
 COMMAND = "command:remote:Command"
+LOCAL_COMMAND = "command:local:Command"
+# Both kinds of Command replace (run create again) on the same inputs.
+COMMANDS = (COMMAND, LOCAL_COMMAND)
 # pulumi-command's documented behaviour for a Command without an `update` script.
 COMMAND_REPLACE_ON = ("create", "triggers", "stdin", "environment", "connection")
 
@@ -81,7 +84,7 @@ class EngineState:
         if old is None:
             return "create"
         relevant = _without(inputs, ignore_changes)
-        if type_ == COMMAND:
+        if type_ in COMMANDS:
             replace = {p: relevant.get(p) for p in COMMAND_REPLACE_ON}
             return "replace" if _digest(replace) != old["replace_digest"] else "same"
         return "update" if _digest(relevant) != old["digest"] else "same"

@@ -20,13 +20,34 @@ OVERRIDDEN = {
     "pgstack:sshPrivateKey": "the harness's key (the mocks connect with it)",
     "pgstack:s3AccessKey": "moto's dummy credentials",
     "pgstack:s3SecretKey": "moto's dummy credentials",
+    "pgstack:sandbox.alertsVerifyTls": "the local Healthchecks receiver has a self-signed certificate",
+    "pgstack:alerts.pingUrl": "heartbeats go to the local Healthchecks receiver on the bridge's gateway address",
+    "pgstack:alerts.apiUrl": "the checks are made on the local receiver",
+    "pgstack:alertsPingKey": "the receiver's ping key",
+    "pgstack:alertsApiKey": "the receiver's API key",
 }
 
 
-def apply(raw: dict[str, Any], s3_host: str, s3_port: int, s3_region: str, keys: dict[str, str]) -> dict[str, Any]:
-    """Return a copy of the engine-form config (objects as JSON text) with the overlay applied."""
+def apply(
+    raw: dict[str, Any],
+    s3_host: str,
+    s3_port: int,
+    s3_region: str,
+    keys: dict[str, str],
+    alerts: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return a copy of the engine-form config (objects as JSON text) with the overlay applied.
+
+    alerts: the receiver's pingUrl and apiUrl, for a stack with an alerts block (its keys come in `keys`).
+    """
     out = dict(raw)
-    out["pgstack:sandbox"] = json.dumps({"packageSource": "distro", "s3VerifyTls": False, "s3Port": s3_port})
+    sandbox: dict[str, Any] = {"packageSource": "distro", "s3VerifyTls": False, "s3Port": s3_port}
+    if alerts is not None and "pgstack:alerts" in out:
+        sandbox["alertsVerifyTls"] = False
+        block = json.loads(out["pgstack:alerts"])
+        block.update(alerts)
+        out["pgstack:alerts"] = json.dumps(block)
+    out["pgstack:sandbox"] = json.dumps(sandbox)
     if "pgstack:backup" in out:
         backup = json.loads(out["pgstack:backup"])
         backup.update({"endpoint": s3_host, "region": s3_region, "archiveTimeoutSeconds": 10})

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import string
+import subprocess
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from config.fields import DEFAULT_POSTGRES_VERSION
 from postgres.layout import layout
 
 from . import overlay, program, tls_provider
-from .engine import COMMAND, EngineState
+from .engine import COMMAND, COMMANDS, LOCAL_COMMAND, EngineState
 from .testbed import GuestSpec, Testbed
 
 # Paths and the unit of the version the rehearsed stacks run (they keep the default).
@@ -33,6 +34,13 @@ PG = layout(DEFAULT_POSTGRES_VERSION)
 REPO = program.REPO
 PYTHON = sys.executable
 OUTSIDER_IP = "10.231.0.9"
+SECRET_KEYS = [
+    "pgstack:sshPrivateKey",
+    "pgstack:s3AccessKey",
+    "pgstack:s3SecretKey",
+    "pgstack:alertsPingKey",
+    "pgstack:alertsApiKey",
+]
 
 
 class CommandFailed(Exception):
@@ -79,7 +87,7 @@ class RehearsalMocks(program.RecordingMocks):
         inputs = program.unwrap(reg.inputs)
         ignored = list(reg.options.get("ignoreChanges") or [])
         action = self.engine.plan(reg.type, reg.name, inputs, ignored) if self.engine else "create"
-        if self.run_every_command and reg.type == COMMAND and action == "same":
+        if self.run_every_command and reg.type in COMMANDS and action == "same":
             action = "replace"
         if reg.custom:
             self.actions[reg.name] = action
@@ -105,7 +113,7 @@ class RehearsalMocks(program.RecordingMocks):
                 self.servers[reg.name] = ip
                 # The guest has one address, the private one: it stands in for the public one too.
                 outs["ipv4Address"] = ip
-            elif reg.type == COMMAND and action == "same" and self.engine is not None:
+            elif reg.type in COMMANDS and action == "same" and self.engine is not None:
                 # The engine runs nothing: the outputs are the state's.
                 outs.update(self.engine.outputs(reg.type, reg.name))
             elif reg.type == COMMAND:
@@ -115,12 +123,22 @@ class RehearsalMocks(program.RecordingMocks):
                 if res.returncode != 0:
                     raise CommandFailed(reg.name, res.returncode, res.stdout, res.stderr)
                 outs["stdout"], outs["stderr"] = res.stdout, res.stderr
+            elif reg.type == LOCAL_COMMAND:
+                # On the operator's machine, in the project directory, as pulumi-command runs it.
+                stdin = inputs.get("stdin")
+                proc = subprocess.run(
+                    ["bash", "-c", inputs["create"]], input=stdin or "", capture_output=True, text=True,
+                    cwd=REPO, timeout=300,
+                )  # fmt: skip
+                if proc.returncode != 0:
+                    raise CommandFailed(reg.name, proc.returncode, proc.stdout, proc.stderr)
+                outs["stdout"], outs["stderr"] = proc.stdout, proc.stderr
             elif reg.type in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
                 self.testbed.create_bucket(inputs["bucket"])
                 outs["bucket"] = inputs["bucket"]
             ok = True
             if self.engine is not None and reg.custom:
-                if reg.type == COMMAND:
+                if reg.type in COMMANDS:
                     kept_outputs = {k: outs[k] for k in ("stdout", "stderr") if k in outs}
                 self.engine.record(reg.type, reg.name, inputs, ignored, kept_outputs)
             return outs
@@ -156,6 +174,7 @@ class Rehearsal:
     pgbackrest: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    healthchecks: Any = None  # the receiver's HealthchecksEndpoint, for a stack with alerts
 
     # ---- set-up ------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -163,7 +182,10 @@ class Rehearsal:
         import config as config_pkg
 
         probe = config_pkg.settings_from_mapping(
-            {**base, "pgstack:sshPrivateKey": "x"}, "pgstack", self.stack, allow_sandbox=True
+            {**base, "pgstack:sshPrivateKey": "x", "pgstack:alertsPingKey": "x"},
+            "pgstack",
+            self.stack,
+            allow_sandbox=True,
         )
         hz = probe.hetzner
         if hz is None:
@@ -186,7 +208,14 @@ class Rehearsal:
             "pgstack:s3AccessKey": ep.access_key,
             "pgstack:s3SecretKey": ep.secret_key,
         }
-        self.raw = overlay.apply(base, ep.host, ep.port, ep.region, keys)
+        alerts = None
+        if "pgstack:alerts" in base:
+            # Heartbeats go to the local receiver, which the guests reach on the gateway address.
+            hc = self.testbed.start_healthchecks()
+            self.healthchecks = hc
+            keys.update({"pgstack:alertsPingKey": hc.ping_key, "pgstack:alertsApiKey": hc.api_key})
+            alerts = {"pingUrl": hc.ping_url, "apiUrl": hc.api_url}
+        self.raw = overlay.apply(base, ep.host, ep.port, ep.region, keys, alerts)
 
     def engine_state(self) -> EngineState:
         """The stack's state as the engine would keep it; none is left from guests that are gone."""
@@ -226,7 +255,7 @@ class Rehearsal:
                 mocks,
                 stack=self.stack,
                 allow_sandbox=True,
-                secret_keys=["pgstack:sshPrivateKey", "pgstack:s3AccessKey", "pgstack:s3SecretKey"],
+                secret_keys=SECRET_KEYS,
                 catalog=catalog,
             )
         finally:
@@ -254,7 +283,7 @@ class Rehearsal:
 
     @staticmethod
     def _commands(mocks: RehearsalMocks) -> set[str]:
-        return {r.name for r in mocks.of_type(COMMAND)}
+        return {r.name for t in COMMANDS for r in mocks.of_type(t)}
 
     # ---- helpers for checks -------------------------------------------------------------
     @property

@@ -20,6 +20,7 @@ import config
 from . import program
 
 COMMAND_TYPE = "command:remote:Command"
+LOCAL_COMMAND_TYPE = "command:local:Command"
 
 
 class CanaryMocks(program.RecordingMocks):
@@ -87,7 +88,7 @@ def render(stack: str, out: Path) -> program.RunResult:
         for r in mocks.registrations
     ]
     (out / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
-    for r in mocks.of_type(COMMAND_TYPE):
+    for r in [*mocks.of_type(COMMAND_TYPE), *mocks.of_type(LOCAL_COMMAND_TYPE)]:
         create = program.redact(r.inputs.get("create", ""))
         (out / "commands" / f"{r.name}.sh").write_text(create + "\n")
     outputs = {k: (program.SECRET_MARK if k in result.secret_outputs else v) for k, v in result.outputs.items()}

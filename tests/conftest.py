@@ -19,6 +19,7 @@ SECRETS = {
     "pgstack:sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----test-key",
     "pgstack:s3AccessKey": "test-access-key-id",
     "pgstack:s3SecretKey": "test-secret-access-key",
+    "pgstack:alertsPingKey": "test-ping-key-0123456789",
 }
 
 

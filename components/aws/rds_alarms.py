@@ -1,4 +1,4 @@
-"""RdsAlarms: CPU, freeable memory and connections of one RDS instance, each at two levels.
+"""RdsAlarms: CPU, freeable memory, connections and free storage of one RDS instance, each at two levels.
 
 Warning alarms publish to the warning topic (email), critical ones to the critical topic
 (PagerDuty). The OK transition goes to the same topic, so a PagerDuty incident resolves itself.
@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Level:
     cpu_percent: float
     freeable_memory_mb: float
     connections: float  # absolute count
+    free_storage_gb: float = 0  # GiB; 0: no storage alarm at this level
 
 
 @dataclass
@@ -52,7 +54,16 @@ class RdsAlarms(pulumi.ComponentResource):
                     f" bytes ({thresholds.freeable_memory_mb:g} MiB)",
                 ),
                 ("connections", "DatabaseConnections", "GreaterThanOrEqualToThreshold", thresholds.connections, ""),
+                (
+                    "storage",
+                    "FreeStorageSpace",
+                    "LessThanOrEqualToThreshold",
+                    thresholds.free_storage_gb * GIB,
+                    f" bytes ({thresholds.free_storage_gb:g} GiB)",
+                ),
             ):
+                if what == "storage" and not thresholds.free_storage_gb:
+                    continue
                 key = f"{what}-{level}"
                 self.alarms[key] = aws.cloudwatch.MetricAlarm(
                     f"{name}-{key}",

@@ -29,6 +29,7 @@ from .alert_topics import AlertTopics, AlertTopicsArgs
 from .rds_alarms import Level, RdsAlarms, RdsAlarmsArgs
 from .rds_base import RdsBase, RdsBaseArgs
 from .rds_cutover_stop import CutoverStop, CutoverStopArgs
+from .rds_events import RdsEvents, RdsEventsArgs
 from .rds_instance import RdsInstance, RdsInstanceArgs, RestoreSource
 
 
@@ -180,17 +181,25 @@ def build_aws(settings: Settings) -> None:
                 alarms.cpu_percent.warning,
                 alarms.freeable_memory_mb.warning,
                 round(limit * alarms.connections_percent.warning / 100),
+                alarms.free_storage_gb.warning,
             ),
             critical=Level(
                 alarms.cpu_percent.critical,
                 alarms.freeable_memory_mb.critical,
                 round(limit * alarms.connections_percent.critical / 100),
+                alarms.free_storage_gb.critical,
             ),
             warning_topic_arn=topics.warning.arn,
             critical_topic_arn=topics.critical.arn,
             period_seconds=alarms.period_seconds,
             evaluation_periods=alarms.evaluation_periods,
         ),
+        pulumi.ResourceOptions(providers=[provider], depends_on=[active]),
+    )
+    # The push side for RDS: AWS's own events of the active instance, to the paging topic.
+    RdsEvents(
+        f"{stack}-{settings.active}-events",
+        RdsEventsArgs(identifier=active.identifier, topic_arn=topics.critical.arn),
         pulumi.ResourceOptions(providers=[provider], depends_on=[active]),
     )
 

@@ -8,7 +8,7 @@ generation's backups instead of an empty cluster.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import pulumi
@@ -45,6 +45,21 @@ class Backups:
 
 
 @dataclass
+class Heartbeats:
+    """Each server's heartbeats (components/scripts/heartbeats.sh): where they go and how often."""
+
+    ping_url: pulumi.Output[str]  # secret: <pingUrl>/<ping key>
+    alive_interval: str
+    archive_interval: str
+    replication_interval: str
+    archive_max_age_seconds: int
+    replication_max_lag_seconds: int
+    verify_tls: bool = True
+    # The checks on the service: made before the first ping, so none is lost.
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+@dataclass
 class RestoreFrom:
     source_stanza: str
     target: str  # ISO 8601 with a time zone, or "latest"
@@ -64,6 +79,7 @@ class ReplicaPairArgs:
     replicator_password: pulumi.Output[str]
     backups: Backups | None = None
     restore: RestoreFrom | None = None
+    heartbeats: Heartbeats | None = None
 
 
 def slot_name(server_name: str) -> str:
@@ -156,6 +172,8 @@ class ReplicaPair(pulumi.ComponentResource):
         self.pgbackrest = None
         if backups is not None:
             self.pgbackrest = self._pgbackrest(f"{name}-primary-pgbackrest", primary, "primary", [self.slots])
+        self._heartbeats = args.heartbeats
+        self._heartbeat(f"{name}-primary", primary, self.pgbackrest or self.slots)
         self.replicas: list[PostgresServer] = []
         for i, ip in enumerate(args.replica_ips):
             rname = replica_names[i]
@@ -170,8 +188,10 @@ class ReplicaPair(pulumi.ComponentResource):
                 ),
                 primary_ip=args.primary_ip,
             )
+            last = replica.ready
             if backups is not None:
-                self._pgbackrest(f"{rname}-pgbackrest", replica, "standby", [replica.ready])
+                last = self._pgbackrest(f"{rname}-pgbackrest", replica, "standby", [replica.ready])
+            self._heartbeat(rname, replica, last)
             self.replicas.append(replica)
         self.stanza = stanza
         self.register_outputs(
@@ -182,6 +202,26 @@ class ReplicaPair(pulumi.ComponentResource):
                 "stanza": stanza,
             }
         )
+
+    def _heartbeat(self, server_name: str, target: PostgresServer, after: pulumi.Resource) -> None:
+        hb = self._heartbeats
+        if hb is None:
+            return
+        params: dict[str, str | int] = {
+            **self._pg,
+            "SLUG_PREFIX": server_name,
+            "ALIVE_INTERVAL": hb.alive_interval,
+            "ARCHIVE_INTERVAL": hb.archive_interval,
+            "REPLICATION_INTERVAL": hb.replication_interval,
+            "ARCHIVE_MAX_AGE": hb.archive_max_age_seconds,
+            "REPLICATION_MAX_LAG": hb.replication_max_lag_seconds,
+            "VERIFY_TLS": 1 if hb.verify_tls else 0,
+            "BACKUPS": 1 if self._backups is not None else 0,
+        }
+        remote.step(
+            f"{server_name}-heartbeats", target.ssh, "heartbeats", params, self, [after, *hb.depends_on],
+            stdin=hb.ping_url,
+        )  # fmt: skip
 
     def _pgbackrest(
         self, name: str, target: PostgresServer, mode: str, depends_on: list[pulumi.Resource]

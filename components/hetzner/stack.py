@@ -14,9 +14,10 @@ from postgres import pgbackrest as pgbackrest_conf
 from postgres.layout import Layout, layout
 
 from .backup_bucket import BackupBucket, BackupBucketArgs
+from .heartbeat_checks import HeartbeatChecks, HeartbeatChecksArgs
 from .postgres_server import ServerSpec
 from .private_network import PrivateNetwork, PrivateNetworkArgs
-from .replica_pair import Access, Backups, ReplicaPair, ReplicaPairArgs, RestoreFrom
+from .replica_pair import Access, Backups, Heartbeats, ReplicaPair, ReplicaPairArgs, RestoreFrom
 
 
 def build_hetzner(settings: Settings) -> None:
@@ -74,6 +75,7 @@ def build_hetzner(settings: Settings) -> None:
         pulumi.export("backup_repository", bucket.repository)
         # Keep a copy outside Pulumi state (see README): without it the backups are unreadable.
         pulumi.export("backup_cipher_passphrase", bucket.cipher_pass)
+    heartbeats = _heartbeats(settings)
     clusters: dict[str, ReplicaPair] = {}
     for gen, cluster in settings.clusters.items():
         backups = restore = None
@@ -124,6 +126,7 @@ def build_hetzner(settings: Settings) -> None:
                     overrides=dict(settings.postgresql),
                 ),
                 role_sql=role_sql,
+                heartbeats=heartbeats,
             ),
         )
     active = clusters[settings.active]
@@ -150,6 +153,41 @@ def build_hetzner(settings: Settings) -> None:
     if active.replicas:
         # Read-only by construction: a hot standby, with the reporting role (member of readonly).
         pulumi.export("replica_database_url", url(roles.reporting.name, active.replicas[0].private_ip))
+
+
+def _heartbeats(settings: Settings) -> Heartbeats | None:
+    """The checks of every server of every generation, and what each server needs to ping them."""
+    alerts = settings.alerts
+    if alerts is None:
+        return None
+    servers = [
+        settings.name(gen, role)
+        for gen, cluster in settings.clusters.items()
+        for role in ["primary", *[f"replica-{i + 1}" for i in range(len(cluster.replica_ips))]]
+    ]
+    checks = HeartbeatChecks(
+        f"{settings.stack}-heartbeat-checks",
+        HeartbeatChecksArgs(
+            alerts=alerts,
+            servers=servers,
+            backups=settings.backup is not None,
+            api_key=pulumi.Output.secret(settings.alerts_api_key) if settings.alerts_api_key is not None else None,
+            verify_tls=settings.sandbox.alerts_verify_tls,
+        ),
+    )
+    key = pulumi.Output.secret(settings.alerts_ping_key or "")
+    jobs = alerts.jobs
+    return Heartbeats(
+        # Secret: the ping key is part of every ping URL.
+        ping_url=pulumi.Output.secret(key.apply(lambda k: f"{alerts.ping_url.rstrip('/')}/{k}")),
+        alive_interval=f"{jobs.alive.period_seconds}s",
+        archive_interval=f"{jobs.archive.period_seconds}s",
+        replication_interval=f"{jobs.replication.period_seconds}s",
+        archive_max_age_seconds=alerts.archive_max_age_seconds,
+        replication_max_lag_seconds=alerts.replication_max_lag_seconds,
+        verify_tls=settings.sandbox.alerts_verify_tls,
+        depends_on=[checks.command] if checks.command is not None else [],
+    )
 
 
 def _endpoint(settings: Settings) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from .guests import POWEROFF_TIMEOUT, Guests, GuestSpec
+from .healthchecks import Healthchecks, HealthchecksEndpoint
 from .lock import MachineLock
 from .network import Network
 from .processes import Processes
@@ -47,6 +48,7 @@ class Testbed:
         self._network = Network(self._state, self._claim_machine, self.log)
         self._guests = Guests(self.run_dir, self._state, self._procs, self._rootfs, self._claim_machine, self.log)
         self._s3 = S3(self.run_dir, self._state, self._procs, self._claim_machine, self.log)
+        self._hc = Healthchecks(self.run_dir, self._state, self._procs, self._claim_machine, self.log)
 
     def log(self, msg: str) -> None:
         self._log_fn(f"[testbed] {msg}")
@@ -177,6 +179,23 @@ class Testbed:
     def create_bucket(self, name: str) -> None:
         """Create a bucket (idempotent) in the endpoint's region."""
         self._s3.create_bucket(name)
+
+    # ------------------------------------------------------------------ Healthchecks receiver
+
+    def start_healthchecks(self) -> HealthchecksEndpoint:
+        """The Healthchecks-compatible receiver (TLS) behind a relay on gateway_ip:9444. Idempotent."""
+        return self._hc.start()
+
+    def healthchecks_endpoint(self) -> HealthchecksEndpoint:
+        return self._hc.endpoint()
+
+    def healthchecks_outage(self, on: bool) -> None:
+        """The receiver unreachable from the guests (on=True) or back (on=False); it keeps its data."""
+        self._hc.outage(on)
+
+    def healthchecks_get(self, path: str) -> Any:
+        """GET path from the receiver itself (works during an outage): /api/v3/checks/, /sandbox/pings."""
+        return self._hc.get(path)
 
     # ------------------------------------------------------------------ teardown
 

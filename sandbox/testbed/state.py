@@ -60,18 +60,31 @@ class S3State:
 
 
 @dataclass
+class HealthchecksState:
+    host: str
+    port: int
+    backend_port: int  # the receiver on 127.0.0.1; the relay listens on host:port
+    dir: str  # its certificate and key files (0600)
+    pid: int | None = None
+    relay_pid: int | None = None
+    outage: bool = False
+
+
+@dataclass
 class State:
     network: NetworkState | None = None
     guests: dict[str, GuestState] = field(default_factory=dict)
     s3: S3State | None = None
+    healthchecks: HealthchecksState | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:
-        network, s3 = data.get("network"), data.get("s3")
+        network, s3, hc = data.get("network"), data.get("s3"), data.get("healthchecks")
         return cls(
             network=NetworkState(**network) if network else None,
             guests={name: GuestState(**g) for name, g in data.get("guests", {}).items()},
             s3=S3State(**s3) if s3 else None,
+            healthchecks=HealthchecksState(**hc) if hc else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -87,6 +100,11 @@ class State:
         if g is None:
             raise TestbedError(f"no guest named {name!r}")
         return g
+
+    def require_healthchecks(self) -> HealthchecksState:
+        if self.healthchecks is None:
+            raise TestbedError("the Healthchecks receiver is not started: call start_healthchecks() first")
+        return self.healthchecks
 
     def require_s3(self) -> S3State:
         if self.s3 is None:

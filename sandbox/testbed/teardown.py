@@ -47,6 +47,9 @@ def tear_down(run_dir: Path, state_file: StateFile, procs: Processes, log: Calla
     if state.s3 is not None:
         procs.stop(state.s3.relay_pid, "tcp_relay.py", "s3 relay", 10)
         procs.stop(state.s3.moto_pid, "moto_tls.py", "moto", 10)
+    if state.healthchecks is not None:
+        procs.stop(state.healthchecks.relay_pid, "tcp_relay.py", "healthchecks relay", 10)
+        procs.stop(state.healthchecks.pid, "sandbox.healthchecks", "healthchecks receiver", 10)
     # 3. overlays (and anything else mounted under run_dir).
     for g in guests.values():
         if g.merged in mountpoints() and not try_run(["umount", g.merged], f"umount {g.merged}", log):

@@ -146,7 +146,7 @@ def test_parameter_group_forces_tls_and_logs(staging, variant):
 
 def test_alarms_on_the_active_instance_at_two_levels(staging):
     alarms = {r.name: program.unwrap(r.inputs) for r in staging.mocks.of_type(s.ALARM)}
-    assert len(alarms) == 6
+    assert len(alarms) == 8
     limit = staging.settings.max_connections
     warning = "arn:aws:mock:::staging-alerts-warning"
     critical = "arn:aws:mock:::staging-alerts-critical"
@@ -157,6 +157,8 @@ def test_alarms_on_the_active_instance_at_two_levels(staging):
         "memory-critical": ("FreeableMemory", 256 * 1024 * 1024, critical),
         "connections-warning": ("DatabaseConnections", round(limit * 0.8), warning),
         "connections-critical": ("DatabaseConnections", round(limit * 0.95), critical),
+        "storage-warning": ("FreeStorageSpace", 10 * 1024**3, warning),
+        "storage-critical": ("FreeStorageSpace", 5 * 1024**3, critical),
     }
     for suffix, (metric, threshold, topic) in expect.items():
         a = alarms[f"staging-g1-alarms-{suffix}"]
@@ -167,7 +169,8 @@ def test_alarms_on_the_active_instance_at_two_levels(staging):
             [topic],
         )
         assert a["dimensions"] == {"DBInstanceIdentifier": "staging-g1-db"}
-        assert a["comparisonOperator"].startswith("LessThan" if metric == "FreeableMemory" else "GreaterThan")
+        below = metric in ("FreeableMemory", "FreeStorageSpace")
+        assert a["comparisonOperator"].startswith("LessThan" if below else "GreaterThan")
 
 
 def test_warnings_mail_and_critical_alarms_page(staging, variant):
@@ -264,7 +267,7 @@ def test_render_of_a_restore_and_cutover_leaks_no_secret(tmp_path, monkeypatch, 
     assert g2_record["records"] == ["staging-g2-db.mock.rds.amazonaws.com"]
     assert g2_record["weightedRoutingPolicies"] == [{"weight": 100}]
     assert resources["staging-cutover-g1"]["inputs"]["weightedRoutingPolicies"] == [{"weight": 0}]
-    assert len([r for r in resources.values() if r["type"] == s.ALARM]) == 6
+    assert len([r for r in resources.values() if r["type"] == s.ALARM]) == 8
     assert (tmp_path / "out" / "commands" / "staging-g2-roles.sh").exists()
     # The PagerDuty URL and the bastion key were canaries there: render checked none leaked.
     assert result.settings.pagerduty_endpoint.startswith("canary")

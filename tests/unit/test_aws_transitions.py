@@ -96,9 +96,13 @@ def test_latest_restores_to_the_latest_restorable_time(runs):
 def test_cutover_moves_weight_alarms_and_stop_and_keeps_instances_and_secrets(runs):
     before, after = runs["restored"], runs["cutover"]
     d = s.diff(before, after)
-    alarms = {(s.ALARMS, "staging-{}-alarms")} | {
+    alarms = {
+        (s.ALARMS, "staging-{}-alarms"),
+        (s.EVENTS, "staging-{}-events"),
+        (s.EVENT_SUBSCRIPTION, "staging-{}-events-critical"),
+    } | {
         (s.ALARM, f"staging-{{}}-alarms-{m}-{lv}")
-        for m in ("cpu", "memory", "connections")
+        for m in ("cpu", "memory", "connections", "storage")
         for lv in ("warning", "critical")
     }
     assert d.appeared == {(t, n.format("g2")) for t, n in alarms}

@@ -48,3 +48,14 @@ def test_other_resources_update_and_deleted_ones_are_listed(tmp_path):
     assert state.plan(SERVER, "a", {"image": "y", "labels": {}}, ["image"]) == "same"
     assert state.plan(SERVER, "a", {"image": "x", "labels": {"k": "v"}}, ["image"]) == "update"
     assert state.deleted() == [(SERVER, "b")]
+
+
+def test_a_local_command_replaces_on_the_same_inputs_as_a_remote_one(tmp_path):
+    from sandbox.engine import LOCAL_COMMAND
+
+    state = EngineState(tmp_path / "s.json")
+    inputs = {"create": "python -m x", "stdin": "key and checks", "triggers": ["a"]}
+    state.record(LOCAL_COMMAND, "checks", inputs, [], {"stdout": "created"})
+    assert state.plan(LOCAL_COMMAND, "checks", dict(inputs), []) == "same"
+    assert state.plan(LOCAL_COMMAND, "checks", {**inputs, "stdin": "new key"}, []) == "replace"
+    assert state.plan(LOCAL_COMMAND, "checks", {**inputs, "triggers": ["b"]}, []) == "replace"

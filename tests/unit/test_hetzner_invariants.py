@@ -323,11 +323,13 @@ FROZEN_TOKENS = {
     "pgstack:certificate_authority:ServerCertificate",
     "pgstack:credentials:Credentials",
     "pgstack:dns_cutover:DnsCutover",
+    "pgstack:heartbeat_checks:HeartbeatChecks",
     "pgstack:postgres_server:PostgresServer",
     "pgstack:private_network:PrivateNetwork",
     "pgstack:rds_alarms:RdsAlarms",
     "pgstack:rds_base:RdsBase",
     "pgstack:rds_cutover_stop:CutoverStop",
+    "pgstack:rds_events:RdsEvents",
     "pgstack:rds_instance:RdsInstance",
     "pgstack:replica_pair:ReplicaPair",
 }

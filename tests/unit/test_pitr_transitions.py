@@ -182,6 +182,8 @@ def test_restore_block_adds_g2_and_changes_nothing_of_g1(runs):
         (COMMAND, "prod-g2-primary-pgbackrest"),
         (COMMAND, "prod-g2-replica-1-replica"),
         (COMMAND, "prod-g2-replica-1-pgbackrest"),
+        (COMMAND, "prod-g2-primary-heartbeats"),
+        (COMMAND, "prod-g2-replica-1-heartbeats"),
     }
     assert d.gone == set()
     assert d.changed == {}, "adding g2 changed inputs of existing resources"
@@ -300,7 +302,7 @@ def test_removing_g1_removes_only_g1(runs):
     before, after = runs["g1_unprotected"], runs["g1_removed"]
     d = diff(before, after)
     assert d.appeared == set()
-    assert d.gone == of_generation(before, "g1") and len(d.gone) == 28
+    assert d.gone == of_generation(before, "g1") and len(d.gone) == 30
     assert d.changed == {}, "removing g1 changed inputs of g2 or shared resources"
     assert d.outputs == {"stanza_g1"}
     assert secrets(before) == secrets(after)

@@ -85,6 +85,8 @@ def test_keys_are_derived_from_settings():
         "s3SecretKey",
         "backupCipherPassphrase",
         "pagerdutyEndpoint",
+        "alertsPingKey",
+        "alertsApiKey",
     }
     assert [k for k, s in config.KEYS.items() if s.sandbox_only] == ["sandbox"]
     kinds = {k: s.kind for k, s in config.KEYS.items()}

@@ -29,8 +29,14 @@ SAMPLE = {
     "FULL_SCHEDULE": "Sun *-*-* 02:00:00",
     "DIFF_SCHEDULE": "Mon..Sat *-*-* 02:00:00",
     "WATCH_INTERVAL": "2min",
+    "JOB": "alive",
+    "INTERVAL": "60s",
 }
-PGBACKREST_PARAMS = {"PG_VERSION": 15, "MODE": "primary", **{k: v for k, v in SAMPLE.items() if k != "PG_SERVICE"}}
+PGBACKREST_PARAMS = {
+    "PG_VERSION": 15,
+    "MODE": "primary",
+    **{k: v for k, v in SAMPLE.items() if k not in ("PG_SERVICE", "JOB", "INTERVAL")},
+}
 
 
 def ship_calls() -> list[tuple[str, str, str, list[str], str]]:
