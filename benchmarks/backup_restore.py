@@ -23,12 +23,8 @@ import threading
 import time
 
 from benchmarks import deployed
-from config.fields import DEFAULT_POSTGRES_VERSION
-from postgres.layout import layout
 from sandbox import scenarios
-
-# Paths and the unit of the version the rehearsed stacks run (they keep the default).
-PG = layout(DEFAULT_POSTGRES_VERSION)
+from sandbox.rehearse import PG
 
 
 def timed(fn) -> float:

@@ -295,8 +295,8 @@ def _quiet_after_failure(failed: list[BaseException]) -> Callable[[asyncio.Abstr
         if not failed or exc is None or "never retrieved" not in str(context.get("message", "")):
             loop.default_exception_handler(context)
             return
-        chain = {id(e) for e in _chain(failed[0])}
-        if id(exc) not in chain and str(exc) not in {str(e) for e in _chain(failed[0])}:
+        chain = _chain(failed[0])
+        if not any(exc is e or str(exc) == str(e) for e in chain):
             print(f"also failed in the same run: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
 
     return handler

@@ -14,11 +14,7 @@ import json
 import time
 from typing import Any
 
-from config.fields import DEFAULT_POSTGRES_VERSION
-from postgres.layout import layout
-
-# Paths and the unit of the version the rehearsed stacks run (they keep the default).
-PG = layout(DEFAULT_POSTGRES_VERSION)
+from .rehearse import PG
 
 TABLE = "pgstack_pitr_marks"
 

@@ -15,15 +15,10 @@ import zlib
 
 import pytest
 
-from config.fields import DEFAULT_POSTGRES_VERSION
-from postgres.layout import layout
-from sandbox.rehearse import Rehearsal
+from sandbox.rehearse import PG, Rehearsal
 from sandbox.testbed import Testbed
 from tests.conftest import REPO as REPO_ROOT
 from tests.conftest import require_root_or_fail
-
-# Paths and the unit of the version the rehearsed stacks run (they keep the default).
-PG = layout(DEFAULT_POSTGRES_VERSION)
 
 pytestmark = pytest.mark.integration
 
