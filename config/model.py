@@ -29,6 +29,7 @@ from .fields import (
     secret,
     versions_text,
 )
+from .monitoring import Monitoring
 
 __all__ = ["SUPPORTED_POSTGRES_VERSIONS", "Settings"]
 
@@ -128,13 +129,18 @@ class Roles(Model):
         default=LoginRole(name="reporting", connection_limit=10),
         description="reads only (replica_database_url connects as it)",
     )
+    monitoring: LoginRole = Field(
+        default=LoginRole(name="monitoring", connection_limit=5),
+        description="reads statistics only (member of pg_monitor, no table of the app database), the exporters "
+        "use it (cidrs empty: the monitoring server's IP, or the private subnet without one)",
+    )
     humans: list[HumanRole] = Field(default=[], description="people, one login each")
     human_cidrs: list[Cidr] = Field(
         default=[], description="where people connect from, a bastion or a VPN range (empty: adminCidrs)"
     )
 
     def logins(self) -> list[LoginRole | HumanRole]:
-        return [self.app, self.migrator, self.reporting, *self.humans]
+        return [self.app, self.migrator, self.reporting, self.monitoring, *self.humans]
 
     @model_validator(mode="after")
     def _unique_names(self) -> Roles:
@@ -520,6 +526,19 @@ class Settings(Model):
         "Optional, with alerts. A Healthchecks API key (read-write) of the same project: the program creates and "
         "updates the checks with it. Unset: create the checks by hand (README, Alerting)."
     )
+    monitoring: Monitoring = Field(
+        default=Monitoring(),
+        description="Target hetzner. Exporters on every server (always), the alert rules' thresholds, and an "
+        "optional monitoring server (Prometheus and Alertmanager) with its receivers.",
+    )
+    monitoring_smtp_password: str | None = secret("Optional. The SMTP password of monitoring.receivers.email.")
+    monitoring_webhook_url: str | None = secret(
+        "Optional. A webhook (http or https URL) the monitoring server sends every alert to; secret, as such URLs "
+        "carry tokens."
+    )
+    monitoring_pagerduty_routing_key: str | None = secret(
+        "Optional. A PagerDuty Events API v2 routing key: critical alerts page through it."
+    )
     sandbox: SandboxOverrides = Field(
         default=SandboxOverrides(),
         description="Only the local rehearsal may set this (refused in a real stack); see sandbox/overlay.py.",
@@ -546,6 +565,8 @@ class Settings(Model):
         return f"{self.stack}-{generation}-{role}"
 
     def role_cidrs(self, role: LoginRole) -> list[str]:
+        if not role.cidrs and role is self.roles.monitoring and self.monitoring.server is not None:
+            return [f"{self.monitoring.server.ip}/32"]
         return list(role.cidrs) or [self.private_cidr]
 
     @property

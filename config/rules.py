@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Iterator
 
 from postgres.conf import MANAGED
@@ -30,6 +31,7 @@ def check(settings: Settings, now: dt.datetime) -> None:
         _check_aws(settings)
     _check_cipher_passphrase(settings)
     _check_alerts(settings)
+    _check_monitoring(settings)
 
 
 def _check_clusters(settings: Settings, now: dt.datetime) -> None:
@@ -180,6 +182,7 @@ def _role_cidr_keys(settings: Settings) -> Iterator[tuple[str, list[str]]]:
     yield "roles.app.cidrs", roles.app.cidrs
     yield "roles.migrator.cidrs", roles.migrator.cidrs
     yield "roles.reporting.cidrs", roles.reporting.cidrs
+    yield "roles.monitoring.cidrs", roles.monitoring.cidrs
     yield "roles.humanCidrs", roles.human_cidrs
 
 
@@ -285,4 +288,59 @@ def _check_alerts(settings: Settings) -> None:
                 f"{alerts.archive_max_age_seconds} would fail on a healthy server: WAL is archived every "
                 f"backup.archiveTimeoutSeconds ({settings.backup.archive_timeout_seconds}) after the archive check "
                 f"writes a record, checked every {alerts.jobs.archive.period_seconds} s; make it above {floor}",
+            )
+
+
+# A webhook URL may carry a token in its path or query: no white space, quotes or backslashes,
+# which would break out of the YAML string it is written into.
+_WEBHOOK_URL = re.compile(r"^https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/?&=%+:@-]*)?$")
+
+
+def _check_monitoring(settings: Settings) -> None:
+    mon = settings.monitoring
+    if mon.server is None:
+        if mon.receivers.email is not None:
+            raise ConfigError("monitoring.receivers", "receivers need monitoring.server, which sends the alerts")
+        return
+    if settings.target != "hetzner":
+        raise ConfigError(
+            "monitoring.server",
+            "target aws monitors RDS with CloudWatch alarms (aws.alarms); remove the monitoring.server block",
+        )
+    if settings.monitoring_webhook_url is not None and not _WEBHOOK_URL.match(settings.monitoring_webhook_url):
+        # Never shown: it is a secret.
+        raise ConfigError("monitoringWebhookUrl", "is not an http(s) URL without spaces or quotes; copy it again")
+    key = settings.monitoring_pagerduty_routing_key
+    if key is not None and not re.fullmatch(r"[A-Za-z0-9]{32}", key):
+        raise ConfigError("monitoringPagerdutyRoutingKey", "a routing key is 32 letters and digits; copy it again")
+    email = mon.receivers.email
+    if settings.monitoring_smtp_password is not None and (email is None or email.username is None):
+        raise ConfigError(
+            "monitoringSmtpPassword", "needs monitoring.receivers.email with a username; set it or remove this key"
+        )
+    if email is None and settings.monitoring_webhook_url is None and key is None:
+        raise ConfigError(
+            "monitoring.receivers",
+            "the monitoring server has nowhere to send alerts; set monitoring.receivers.email, "
+            "pgstack:monitoringWebhookUrl or pgstack:monitoringPagerdutyRoutingKey (secrets: pulumi config set "
+            "--secret)",
+        )
+    if settings.alerts is None:
+        raise ConfigError(
+            "monitoring.server",
+            "needs the alerts block: Alertmanager's Watchdog pings the heartbeat service, so a dead monitoring "
+            "server is itself noticed; add pgstack:alerts (README, Alerting)",
+        )
+    hz = settings.hetzner
+    assert hz is not None  # _check_hetzner ran first
+    subnet = ipaddress.ip_network(hz.subnet_cidr)
+    ip = ipaddress.ip_address(mon.server.ip)
+    if ip not in subnet:
+        raise ConfigError("monitoring.server.ip", f"{ip} is not inside hetzner.subnetCidr {subnet}; pick one in it")
+    if ip in (subnet.network_address, subnet.network_address + 1, subnet.broadcast_address):
+        raise ConfigError("monitoring.server.ip", f"{ip} is reserved in {subnet} (network, gateway, broadcast)")
+    for gen, cluster in settings.clusters.items():
+        if mon.server.ip == cluster.primary_ip or mon.server.ip in cluster.replica_ips:
+            raise ConfigError(
+                "monitoring.server.ip", f"{ip} is a server of cluster {gen}; give the monitoring server its own"
             )

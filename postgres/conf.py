@@ -1,7 +1,8 @@
 """postgresql.conf as a pure function of layered settings (CloudNativePG's approach).
 
 Layers, later wins: defaults, then version-specific settings, then the stack's overrides, then
-the settings pgstack manages, which always win and which a stack may not override.
+the settings pgstack extends (the stack's value plus what pgstack needs), then the settings
+pgstack manages, which always win and which a stack may not override.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ DEFAULTS: dict[str, str] = {
     "log_connections": "on",
     "log_disconnections": "on",
     "log_lock_waits": "on",
+    # Statements slower than a second are logged with their duration (seed 001's slow-query log);
+    # pg_stat_statements keeps the aggregate of all of them.
     "log_min_duration_statement": "1000",
+    "track_io_timing": "on",
     "log_temp_files": "0",
     "timezone": "'UTC'",
     "log_timezone": "'UTC'",
@@ -135,11 +139,29 @@ def managed_settings(conf: ServerConf) -> dict[str, str]:
     return settings
 
 
+def extended_settings(conf: ServerConf) -> dict[str, str]:
+    """Settings pgstack needs a part of and a stack may add to: the stack's value, extended.
+
+    pg_stat_statements is always preloaded (the monitoring role reads it); a stack that preloads
+    more (pg_cron, auto_explain) lists them in shared_preload_libraries as usual.
+    """
+    extra = [lib.strip() for lib in conf.overrides.get("shared_preload_libraries", "").split(",")]
+    libraries = ["pg_stat_statements", *[lib for lib in extra if lib and lib != "pg_stat_statements"]]
+    return {"shared_preload_libraries": f"'{','.join(libraries)}'"}
+
+
 def layered(conf: ServerConf) -> dict[str, str]:
     merged: dict[str, str] = {}
     # Stack overrides are quoted: config limits them to an alphabet without quotes.
     overrides = {name: f"'{value}'" for name, value in conf.overrides.items()}
-    for layer in (DEFAULTS, VERSION_SETTINGS.get(conf.version, {}), overrides, managed_settings(conf)):
+    layers = (
+        DEFAULTS,
+        VERSION_SETTINGS.get(conf.version, {}),
+        overrides,
+        extended_settings(conf),
+        managed_settings(conf),
+    )
+    for layer in layers:
         merged.update(layer)
     return merged
 

@@ -43,6 +43,9 @@ class Login:
     # Sessions start as this role (the owner), so every object they create belongs to it.
     act_as: str | None = None
     log_all_statements: bool = False
+    # Databases outside the app's it may connect to (the monitoring role: postgres, where the
+    # exporter reads pg_stat_statements).
+    connect: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ def render(model: RoleModel) -> str:
             out.append(f"ALTER ROLE {login.name} RESET role;")
         if login.log_all_statements:
             out.append(f"ALTER ROLE {login.name} SET log_statement = 'all';")
+        for database in login.connect:
+            out.append(f"GRANT CONNECT ON DATABASE {database} TO {login.name};")
     default_privileges = f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT"
     out += [
         "-- the database, owned by the owner role; nobody else may connect by default",
@@ -136,6 +141,8 @@ def render(model: RoleModel) -> str:
         f"REVOKE ALL ON DATABASE {db} FROM PUBLIC;",
         f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO readonly;",
         "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;",
+        "-- slow queries, found through the monitoring role (shared_preload_libraries loads it)",
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;",
         f"\\connect {db}",
         "SET client_min_messages = warning;",
         f"ALTER SCHEMA public OWNER TO {owner};",

@@ -40,6 +40,7 @@ SECRET_KEYS = [
     "pgstack:s3SecretKey",
     "pgstack:alertsPingKey",
     "pgstack:alertsApiKey",
+    "pgstack:monitoringWebhookUrl",
 ]
 
 

@@ -34,6 +34,13 @@ class CanaryMocks(program.RecordingMocks):
         return value
 
 
+# Secrets config checks the shape of: their canary takes that shape.
+SHAPED = {
+    "monitoringWebhookUrl": lambda canary: f"https://hooks.example.invalid/{canary}",
+    "monitoringPagerdutyRoutingKey": lambda canary: canary[:32],
+}
+
+
 def secret_placeholders(raw: dict[str, Any], mocks: CanaryMocks) -> tuple[dict[str, Any], list[str]]:
     """Fill every secret key (missing or encrypted) with a canary; return the config and secret keys."""
     filled = dict(raw)
@@ -41,7 +48,11 @@ def secret_placeholders(raw: dict[str, Any], mocks: CanaryMocks) -> tuple[dict[s
     for key, spec in config.KEYS.items():
         full = f"{config.NAMESPACE}:{key}"
         if spec.secret:
-            filled[full] = mocks._canary(full)
+            canary = mocks._canary(full)
+            if key in SHAPED:
+                canary = SHAPED[key](canary)
+                mocks.canaries.append(canary)
+            filled[full] = canary
             secret_keys.append(full)
     for full, value in raw.items():
         if isinstance(value, dict) and "secure" in value:

@@ -30,6 +30,8 @@ class Access:
 
     database: str
     rules: list[tuple[str, list[str]]]  # (role, cidrs)
+    # The monitoring role reaches the postgres database only (statistics, pg_stat_statements).
+    monitoring: tuple[str, list[str]] | None = None
 
 
 @dataclass
@@ -93,6 +95,10 @@ def hba_rules(access: Access, replica_ips: list[str], tls: bool = True) -> list[
     for role, cidrs in access.rules:
         for cidr in cidrs:
             rules.append(HbaRule(kind, access.database, role, cidr, "scram-sha-256", f"{role} from {cidr}"))
+    if access.monitoring is not None:
+        role, cidrs = access.monitoring
+        for cidr in cidrs:
+            rules.append(HbaRule(kind, "postgres", role, cidr, "scram-sha-256", f"monitoring {role} from {cidr}"))
     for ip in replica_ips:
         rules.append(HbaRule(kind, "replication", REPLICATOR, f"{ip}/32", "scram-sha-256", f"replica {ip}"))
     return rules

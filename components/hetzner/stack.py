@@ -50,6 +50,7 @@ def build_hetzner(settings: Settings) -> None:
             (roles.reporting.name, settings.role_cidrs(roles.reporting)),
             *[(h.name, settings.human_cidrs) for h in roles.humans],
         ],
+        monitoring=(roles.monitoring.name, settings.role_cidrs(roles.monitoring)),
     )
     ssh_key = pulumi.Output.secret(settings.ssh_private_key or "")
     bucket = None

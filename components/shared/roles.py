@@ -22,6 +22,7 @@ class LoginSpec:
     groups: tuple[str, ...]
     act_as: str | None = None
     log_all_statements: bool = False
+    connect: tuple[str, ...] = ()
 
 
 def login_versions(settings: Settings, replicator: bool = True) -> dict[str, int]:
@@ -44,6 +45,8 @@ def login_specs(settings: Settings) -> list[LoginSpec]:
         ),
         LoginSpec(roles.migrator.name, roles.migrator.connection_limit, (owner,), owner),
         LoginSpec(roles.reporting.name, roles.reporting.connection_limit, ("readonly",)),
+        # Statistics only: pg_monitor, and the postgres database; no grant in the app's.
+        LoginSpec(roles.monitoring.name, roles.monitoring.connection_limit, ("pg_monitor",), connect=("postgres",)),
         *[LoginSpec(h.name, h.connection_limit, (h.access,), log_all_statements=True) for h in roles.humans],
     ]
 
@@ -60,7 +63,9 @@ def role_model(settings: Settings, creds: Credentials, replicator: bool = True) 
     def render(values: list[str]) -> str:
         by_name = dict(zip(names, values, strict=True))
         logins = tuple(
-            roles_sql.Login(s.name, s.connection_limit, by_name[s.name], s.groups, s.act_as, s.log_all_statements)
+            roles_sql.Login(
+                s.name, s.connection_limit, by_name[s.name], s.groups, s.act_as, s.log_all_statements, s.connect
+            )
             for s in specs
         )
         repl = roles_sql.Login(REPLICATOR, 2 * max(replicas, 1) + 1, by_name[REPLICATOR], ()) if replicator else None

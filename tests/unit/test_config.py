@@ -223,18 +223,18 @@ def test_ssh_from_anywhere_does_not_open_postgresql_to_humans():
 
 def test_max_connections_sized_automatically_when_unset():
     result = accepted(None)  # the prod stack as committed
-    # app 500 + migrator 5 + reporting 10 + gary 5 + albert 5 + reserve 15
+    # app 500 + migrator 5 + reporting 10 + monitoring 5 + gary 5 + albert 5 + reserve 15
     assert result.settings.database.max_connections is None
-    assert result.settings.max_connections == 500 + 5 + 10 + 5 + 5 + 15 == 540
+    assert result.settings.max_connections == 500 + 5 + 10 + 5 + 5 + 5 + 15 == 545
     text = command_text(one(result.mocks, COMMAND, "prod-g1-primary-configure"))
-    assert "\nmax_connections = 540\n" in script_param(text, "PG_CONF"), (
+    assert "\nmax_connections = 545\n" in script_param(text, "PG_CONF"), (
         "prod-g1-primary-configure: postgresql.conf does not carry the sized max_connections"
     )
 
 
 def test_max_connections_exactly_the_need_is_accepted_and_used():
-    raw = stack_config("prod", database(maxConnections=540))
-    assert config.settings_from_mapping(raw, project="pgstack", stack="prod", now=NOW).max_connections == 540
+    raw = stack_config("prod", database(maxConnections=545))
+    assert config.settings_from_mapping(raw, project="pgstack", stack="prod", now=NOW).max_connections == 545
     result = accepted(database(maxConnections=800))
     text = command_text(one(result.mocks, COMMAND, "prod-g1-primary-configure"))
     assert "\nmax_connections = 800\n" in script_param(text, "PG_CONF"), "prod-g1-primary-configure"

@@ -14,7 +14,7 @@ from tests.unit.support import COMMAND, command_text, one, script_param
 
 
 def conf(**kw) -> ServerConf:
-    base = {"version": 15, "cluster_name": "prod-g1-primary", "private_ip": "10.0.1.5", "max_connections": 540}
+    base = {"version": 15, "cluster_name": "prod-g1-primary", "private_ip": "10.0.1.5", "max_connections": 545}
     return ServerConf(**{**base, **kw})
 
 
@@ -65,6 +65,12 @@ def test_managed_settings_always_win(monkeypatch):
         assert merged[name] == value, f"{name}: a lower layer beat the managed value"
 
 
+def test_pg_stat_statements_is_preloaded_and_a_stack_may_add_libraries():
+    assert pgconf.layered(conf())["shared_preload_libraries"] == "'pg_stat_statements'"
+    both = pgconf.layered(conf(overrides={"shared_preload_libraries": "pg_cron, pg_stat_statements"}))
+    assert both["shared_preload_libraries"] == "'pg_stat_statements,pg_cron'"
+
+
 def test_every_managed_setting_is_declared_managed():
     managed = pgconf.managed_settings(conf(stanza="s-g1"))
     assert set(managed) <= pgconf.MANAGED, f"not in MANAGED: {sorted(set(managed) - pgconf.MANAGED)}"
@@ -90,7 +96,7 @@ def test_password_encryption_and_cluster_name():
     merged = pgconf.layered(conf(cluster_name="prod-g2-replica-1"))
     assert merged["password_encryption"] == "'scram-sha-256'"
     assert merged["cluster_name"] == "'prod-g2-replica-1'"
-    assert merged["max_connections"] == "540"
+    assert merged["max_connections"] == "545"
 
 
 @pytest.mark.parametrize("slots,senders", [(0, 10), (1, 10), (3, 10), (4, 12)])
@@ -122,7 +128,7 @@ def test_prod_servers_render_their_own_conf():
         assert settings["listen_addresses"] == f"'localhost,{ip}'", name
         assert settings["cluster_name"] == f"'{name}'", name
         assert settings["password_encryption"] == "'scram-sha-256'", name
-        assert settings["max_connections"] == "540", name
+        assert settings["max_connections"] == "545", name
 
 
 def test_prod_archives_to_its_stanza_only_with_a_backup_block():

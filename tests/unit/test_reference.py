@@ -87,6 +87,9 @@ def test_keys_are_derived_from_settings():
         "pagerdutyEndpoint",
         "alertsPingKey",
         "alertsApiKey",
+        "monitoringSmtpPassword",
+        "monitoringWebhookUrl",
+        "monitoringPagerdutyRoutingKey",
     }
     assert [k for k, s in config.KEYS.items() if s.sandbox_only] == ["sandbox"]
     kinds = {k: s.kind for k, s in config.KEYS.items()}
