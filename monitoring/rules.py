@@ -7,6 +7,19 @@
 The checked-in file is the render of `Thresholds()`, so promtool (`pgstack.rules.test.yml`) and
 readers have the rules without running Python. Every alert's `runbook` annotation points at its
 `### <AlertName>` subsection of the README's "Alert runbooks".
+
+The metrics the rules read, which the exporters' configuration and the textfile writers must
+provide under exactly these names (every target labelled `instance` and `server`):
+- Prometheus `up` (jobs `node`, `postgres`); postgres_exporter's `pg_up`;
+- postgres_exporter custom queries: `pgstack_standby_streaming` (a standby only, 1/0),
+  `pgstack_replication_replay_lag_seconds{application_name}` (a primary), `pgstack_slot_active`,
+  `pgstack_slot_lost` (1/0), `pgstack_slot_retained_bytes`, `pgstack_slot_wal_keep_size_bytes`
+  (-1: unlimited; all `{slot_name}`), `pgstack_connections_used`, `pgstack_connections_max`,
+  `pgstack_database_xid_age{datname}`, `pgstack_oldest_transaction_seconds`;
+- node_exporter: `node_filesystem_avail_bytes`, `node_filesystem_size_bytes`;
+- textfile metrics: `pgstack_backup_last_success_timestamp_seconds{stanza,type}`,
+  `pgstack_backup_last_run_success{stanza,type}` (1/0), `pgstack_archive_newest_timestamp_seconds{stanza}`,
+  `pgstack_archive_wal_gap{stanza}` (1/0).
 """
 
 from __future__ import annotations
