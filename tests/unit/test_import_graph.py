@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("config", "components", "postgres")
+PACKAGES = ("config", "components", "postgres", "monitoring")
 
 
 def module_name(path: Path) -> str:
@@ -110,6 +110,8 @@ def edges_from(graph: dict[str, set[str]], source: str) -> list[tuple[str, str]]
         ("config", "components"),
         ("postgres", "components"),
         ("postgres", "config"),
+        ("monitoring", "components"),
+        ("monitoring", "config"),
         ("components.shared", "components.hetzner"),
         ("components.shared", "components.aws"),
         ("components.preflight", "components.hetzner"),
@@ -123,8 +125,11 @@ def test_layering(graph, source, forbidden):
     assert not bad, f"{source} must not import {forbidden}: {bad}"
 
 
-def test_the_postgresql_domain_imports_neither_pulumi_nor_config():
-    for path in (REPO / "postgres").rglob("*.py"):
+@pytest.mark.parametrize("domain", ["postgres", "monitoring"])
+def test_a_pure_domain_imports_neither_pulumi_nor_config(domain):
+    paths = list((REPO / domain).rglob("*.py"))
+    assert paths, f"{domain}/ has no modules"
+    for path in paths:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = (
@@ -135,4 +140,4 @@ def test_the_postgresql_domain_imports_neither_pulumi_nor_config():
                 else []
             )
             for n in names:
-                assert not n.startswith(("pulumi", "config", "components")), f"{path.name} imports {n}"
+                assert not n.startswith(("pulumi", "config", "components")), f"{domain}/{path.name} imports {n}"
