@@ -13,6 +13,8 @@ The subset of healthchecks.io the program and the guests use:
   OnCalendar expression here, since pgstack schedules with timers) counts its timeout as the
   longest gap the expression allows, given in `timeout` by the program.
 - `GET /sandbox/pings` (the same API key): every ping received, in order, for the tests.
+- a webhook receiver for Alertmanager: `POST /sandbox/webhook/<ping key>` keeps the JSON body
+  with its arrival time; `GET /sandbox/webhooks` (the API key) lists them, in order.
 
 Run: `python -m sandbox.healthchecks --host H --port P --api-key-file F --ping-key-file K
 [--cert C --key K]`. In memory, threads, stops on SIGTERM.
@@ -34,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 MAX_BODY = 100_000
+WEBHOOK = re.compile(r"^/sandbox/webhook/(?P<key>[A-Za-z0-9_-]+)/?$")
 PING = re.compile(r"^/ping/(?P<key>[A-Za-z0-9_-]+)/(?P<slug>[a-z0-9-]+)(?:/(?P<kind>start|fail|log|[0-9]{1,3}))?/?$")
 
 
@@ -91,6 +94,7 @@ class Store:
         self.api_key, self.ping_key = api_key, ping_key
         self.checks: dict[str, Check] = {}  # by slug
         self.pings: list[Ping] = []
+        self.webhooks: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
     def ping(self, slug: str, kind: str, body: str, create: bool) -> bool:
@@ -182,6 +186,26 @@ def make_handler(store: Store, ping_base: str) -> type[BaseHTTPRequestHandler]:
                     return
                 check, created = store.upsert(json.loads(body or b"{}"))
                 self._send(201 if created else 200, check.view(at, f"{ping_base}/{store.ping_key}/{check.slug}"))
+                return
+            hook = WEBHOOK.match(url.path)
+            if hook and method == "POST":
+                if hook["key"] != store.ping_key:
+                    self._send(404, "not found")
+                    return
+                try:
+                    payload = json.loads(body or b"null")
+                except ValueError:
+                    self._send(400, "not JSON")
+                    return
+                with store.lock:
+                    store.webhooks.append({"at": now().isoformat(), "body": payload})
+                self._send(200, "OK")
+                return
+            if url.path.rstrip("/") == "/sandbox/webhooks" and method == "GET":
+                if not self._authorized():
+                    return
+                with store.lock:
+                    self._send(200, {"webhooks": list(store.webhooks)})
                 return
             if url.path.rstrip("/") == "/sandbox/pings" and method == "GET":
                 if not self._authorized():

@@ -25,6 +25,8 @@ OVERRIDDEN = {
     "pgstack:alerts.apiUrl": "the checks are made on the local receiver",
     "pgstack:alertsPingKey": "the receiver's ping key",
     "pgstack:alertsApiKey": "the receiver's API key",
+    "pgstack:monitoring.receivers": "no SMTP server here: the monitoring server's alerts go to the webhook only",
+    "pgstack:monitoringWebhookUrl": "Alertmanager posts to the local receiver's webhook endpoint",
 }
 
 
@@ -38,15 +40,22 @@ def apply(
 ) -> dict[str, Any]:
     """Return a copy of the engine-form config (objects as JSON text) with the overlay applied.
 
-    alerts: the receiver's pingUrl and apiUrl, for a stack with an alerts block (its keys come in `keys`).
+    alerts: the receiver's pingUrl, apiUrl and webhookUrl, for a stack with an alerts block (its keys come in
+    `keys`); pingUrl and apiUrl go into the alerts block.
     """
     out = dict(raw)
     sandbox: dict[str, Any] = {"packageSource": "distro", "s3VerifyTls": False, "s3Port": s3_port}
     if alerts is not None and "pgstack:alerts" in out:
         sandbox["alertsVerifyTls"] = False
         block = json.loads(out["pgstack:alerts"])
-        block.update(alerts)
+        block.update({k: alerts[k] for k in ("pingUrl", "apiUrl")})
         out["pgstack:alerts"] = json.dumps(block)
+    if alerts is not None and "pgstack:monitoring" in out:
+        monitoring = json.loads(out["pgstack:monitoring"])
+        if monitoring.get("server"):
+            monitoring["receivers"] = {}
+            out["pgstack:monitoring"] = json.dumps(monitoring)
+            out["pgstack:monitoringWebhookUrl"] = alerts["webhookUrl"]
     out["pgstack:sandbox"] = json.dumps(sandbox)
     if "pgstack:backup" in out:
         backup = json.loads(out["pgstack:backup"])

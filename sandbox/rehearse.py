@@ -215,7 +215,7 @@ class Rehearsal:
             hc = self.testbed.start_healthchecks()
             self.healthchecks = hc
             keys.update({"pgstack:alertsPingKey": hc.ping_key, "pgstack:alertsApiKey": hc.api_key})
-            alerts = {"pingUrl": hc.ping_url, "apiUrl": hc.api_url}
+            alerts = {"pingUrl": hc.ping_url, "apiUrl": hc.api_url, "webhookUrl": hc.webhook_url}
         self.raw = overlay.apply(base, ep.host, ep.port, ep.region, keys, alerts)
 
     def engine_state(self) -> EngineState:

@@ -51,7 +51,23 @@ def server_jobs(backups: bool) -> list[str]:
     return ["alive", "replication", *(["archive", "backup-full", "backup-diff"] if backups else [])]
 
 
-def checks(alerts: Alerts, servers: list[str], backups: bool) -> list[dict[str, str | int]]:
+def watchdog_check(alerts: Alerts, slug: str, period_seconds: int, grace_seconds: int) -> dict[str, str | int]:
+    """The monitoring server's Watchdog: Alertmanager sends it every period, so silence means the
+    server, Prometheus or Alertmanager is gone."""
+    return {
+        "name": slug,
+        "slug": slug,
+        "timeout": period_seconds,
+        "grace": grace_seconds,
+        "tags": f"{alerts.tags} monitoring".strip(),
+        "desc": "pgstack: alerts when the monitoring server's Watchdog stops (the server, Prometheus or "
+        "Alertmanager is down, so no other alert would come)",
+    }
+
+
+def checks(
+    alerts: Alerts, servers: list[str], backups: bool, extra: list[dict[str, str | int]] | None = None
+) -> list[dict[str, str | int]]:
     out: list[dict[str, str | int]] = []
     for server in servers:
         for job in server_jobs(backups):
@@ -67,7 +83,7 @@ def checks(alerts: Alerts, servers: list[str], backups: bool) -> list[dict[str, 
                     "desc": f"pgstack: alerts when {JOBS[job]}",
                 }
             )
-    return out
+    return out + list(extra or [])
 
 
 @dataclass
@@ -77,12 +93,13 @@ class HeartbeatChecksArgs:
     backups: bool
     api_key: pulumi.Input[str] | None  # secret; None: the checks are made by hand
     verify_tls: bool = True
+    extra: list[dict[str, str | int]] | None = None  # checks of no database server (the Watchdog)
 
 
 class HeartbeatChecks(pulumi.ComponentResource):
     def __init__(self, name: str, args: HeartbeatChecksArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pgstack:heartbeat_checks:HeartbeatChecks", name, None, opts)
-        self.checks = checks(args.alerts, args.servers, args.backups)
+        self.checks = checks(args.alerts, args.servers, args.backups, args.extra)
         self.command: command.local.Command | None = None
         if args.api_key is not None:
             api_url = args.alerts.api_url

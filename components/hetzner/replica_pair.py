@@ -62,6 +62,15 @@ class Heartbeats:
 
 
 @dataclass
+class Exporters:
+    """node_exporter and postgres_exporter on every server (components/scripts/exporters.sh)."""
+
+    scrape_password: pulumi.Output[str]  # secret: basic auth of both exporters
+    monitoring_role: str
+    monitoring_password: pulumi.Output[str]  # secret: the role postgres_exporter logs in as
+
+
+@dataclass
 class RestoreFrom:
     source_stanza: str
     target: str  # ISO 8601 with a time zone, or "latest"
@@ -82,6 +91,7 @@ class ReplicaPairArgs:
     backups: Backups | None = None
     restore: RestoreFrom | None = None
     heartbeats: Heartbeats | None = None
+    exporters: Exporters | None = None
 
 
 def slot_name(server_name: str) -> str:
@@ -179,7 +189,9 @@ class ReplicaPair(pulumi.ComponentResource):
         if backups is not None:
             self.pgbackrest = self._pgbackrest(f"{name}-primary-pgbackrest", primary, "primary", [self.slots])
         self._heartbeats = args.heartbeats
+        self._exporters = args.exporters
         self._heartbeat(f"{name}-primary", primary, self.pgbackrest or self.slots)
+        self._exporter(f"{name}-primary", primary, self.pgbackrest or self.slots)
         self.replicas: list[PostgresServer] = []
         for i, ip in enumerate(args.replica_ips):
             rname = replica_names[i]
@@ -198,6 +210,7 @@ class ReplicaPair(pulumi.ComponentResource):
             if backups is not None:
                 last = self._pgbackrest(f"{rname}-pgbackrest", replica, "standby", [replica.ready])
             self._heartbeat(rname, replica, last)
+            self._exporter(rname, replica, last)
             self.replicas.append(replica)
         self.stanza = stanza
         self.register_outputs(
@@ -228,6 +241,20 @@ class ReplicaPair(pulumi.ComponentResource):
             f"{server_name}-heartbeats", target.ssh, "heartbeats", params, self, [after, *hb.depends_on],
             stdin=hb.ping_url,
         )  # fmt: skip
+
+    def _exporter(self, server_name: str, target: PostgresServer, after: pulumi.Resource) -> None:
+        ex = self._exporters
+        if ex is None:
+            return
+        params: dict[str, str | int] = {
+            **self._pg,
+            "PRIVATE_IP": target.private_ip,
+            "MONITORING_ROLE": ex.monitoring_role,
+        }
+        secrets: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(ex.scrape_password, ex.monitoring_password).apply(lambda v: f"{v[0]}\n{v[1]}\n")
+        )
+        remote.step(f"{server_name}-exporters", target.ssh, "exporters", params, self, [after], stdin=secrets)
 
     def _pgbackrest(
         self, name: str, target: PostgresServer, mode: str, depends_on: list[pulumi.Resource]

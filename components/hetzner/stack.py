@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import pulumi
+import pulumi_random as random
 
 from components.shared.certificate_authority import CertificateAuthority
 from components.shared.credentials import REPLICATOR, Credentials
 from components.shared.dns_cutover import DnsCutover, DnsCutoverArgs
 from components.shared.roles import database_url, login_versions, role_model
 from config import Settings
+from monitoring import rules as monitoring_rules
+from monitoring import server as monitoring_conf
 from postgres import conf as pgconf
 from postgres import pgbackrest as pgbackrest_conf
 from postgres.layout import Layout, layout
 
 from .backup_bucket import BackupBucket, BackupBucketArgs
-from .heartbeat_checks import HeartbeatChecks, HeartbeatChecksArgs
+from .heartbeat_checks import HeartbeatChecks, HeartbeatChecksArgs, watchdog_check
+from .monitoring_server import MonitoringServer, MonitoringServerArgs
 from .postgres_server import ServerSpec
 from .private_network import PrivateNetwork, PrivateNetworkArgs
-from .replica_pair import Access, Backups, Heartbeats, ReplicaPair, ReplicaPairArgs, RestoreFrom
+from .replica_pair import Access, Backups, Exporters, Heartbeats, ReplicaPair, ReplicaPairArgs, RestoreFrom
 
 
 def build_hetzner(settings: Settings) -> None:
@@ -76,7 +80,18 @@ def build_hetzner(settings: Settings) -> None:
         pulumi.export("backup_repository", bucket.repository)
         # Keep a copy outside Pulumi state (see README): without it the backups are unreadable.
         pulumi.export("backup_cipher_passphrase", bucket.cipher_pass)
-    heartbeats = _heartbeats(settings)
+    heartbeats, checks = _heartbeats(settings)
+    # The exporters' basic auth (user prometheus): one password for every server of the stack.
+    scrape = random.RandomPassword(
+        f"{settings.stack}-scrape-password",
+        length=40,
+        special=False,
+        opts=pulumi.ResourceOptions(additional_secret_outputs=["result"]),
+    )
+    scrape_password: pulumi.Output[str] = pulumi.Output.secret(scrape.result)
+    # For a Prometheus of your own (README, Monitoring): the exporters' basic auth password.
+    pulumi.export("scrape_password", scrape_password)
+    exporters = Exporters(scrape_password, roles.monitoring.name, creds[roles.monitoring.name].password)
     clusters: dict[str, ReplicaPair] = {}
     for gen, cluster in settings.clusters.items():
         backups = restore = None
@@ -128,8 +143,11 @@ def build_hetzner(settings: Settings) -> None:
                 ),
                 role_sql=role_sql,
                 heartbeats=heartbeats,
+                exporters=exporters,
             ),
         )
+    if settings.monitoring.server is not None:
+        _monitoring_server(settings, network, ca, scrape_password, checks)
     active = clusters[settings.active]
     if settings.dns is not None:
         cutover = DnsCutover(
@@ -156,11 +174,92 @@ def build_hetzner(settings: Settings) -> None:
         pulumi.export("replica_database_url", url(roles.reporting.name, active.replicas[0].private_ip))
 
 
-def _heartbeats(settings: Settings) -> Heartbeats | None:
+def _monitoring_server(
+    settings: Settings,
+    network: PrivateNetwork,
+    ca: CertificateAuthority,
+    scrape_password: pulumi.Output[str],
+    checks: HeartbeatChecks | None,
+) -> None:
+    mon = settings.monitoring
+    srv = mon.server
+    hz = settings.hetzner
+    alerts = settings.alerts
+    assert srv is not None and hz is not None and alerts is not None  # config.rules guarantees them
+    targets = tuple(
+        monitoring_conf.Target(settings.name(gen, role), ip, gen)
+        for gen, cluster in settings.clusters.items()
+        for role, ip in [
+            ("primary", cluster.primary_ip),
+            *[(f"replica-{i + 1}", r) for i, r in enumerate(cluster.replica_ips)],
+        ]
+        if ip is not None
+    )
+    thresholds = monitoring_rules.Thresholds(**mon.thresholds.model_dump(), runbook_url=mon.runbook_url)
+    email = mon.receivers.email
+    slug = watchdog_slug(settings)
+    ping_key = pulumi.Output.secret(settings.alerts_ping_key or "")
+
+    def alertmanager(values: list[str | None]) -> str:
+        key, smtp_password, webhook, routing_key = values
+        return monitoring_conf.alertmanager_yml(
+            monitoring_conf.AlertmanagerConf(
+                watchdog_url=f"{alerts.ping_url.rstrip('/')}/{key}/{slug}",
+                watchdog_period_seconds=srv.watchdog.period_seconds,
+                email=(
+                    monitoring_conf.Email(email.to, email.sender, email.smarthost, email.username, smtp_password)
+                    if email is not None
+                    else None
+                ),
+                webhook_url=webhook,
+                pagerduty_routing_key=routing_key,
+                group_wait_seconds=srv.group_wait_seconds,
+                group_interval_seconds=srv.group_interval_seconds,
+                repeat_interval_seconds=srv.repeat_interval_seconds,
+                verify_tls=settings.sandbox.alerts_verify_tls,
+            )
+        )
+
+    secrets = pulumi.Output.all(
+        ping_key,
+        pulumi.Output.secret(settings.monitoring_smtp_password),
+        pulumi.Output.secret(settings.monitoring_webhook_url),
+        pulumi.Output.secret(settings.monitoring_pagerduty_routing_key),
+    )
+    name = f"{settings.stack}-monitoring"
+    server = MonitoringServer(
+        name,
+        MonitoringServerArgs(
+            private_ip=srv.ip,
+            server_type=srv.server_type,
+            image=hz.image,
+            location=hz.location,
+            network=network,
+            ssh_private_key=pulumi.Output.secret(settings.ssh_private_key or ""),
+            pg_version=settings.postgres.version,
+            prometheus=monitoring_conf.PrometheusConf(settings.stack, targets, srv.scrape_interval_seconds),
+            rules_yml=monitoring_rules.render(thresholds),
+            ca_pem=ca.cert_pem,
+            scrape_password=scrape_password,
+            alertmanager_yml=pulumi.Output.secret(secrets.apply(alertmanager)),
+            retention_days=srv.retention_days,
+            labels={"pgstack-stack": settings.stack, **hz.labels},
+            depends_on=[checks.command] if checks is not None and checks.command is not None else [],
+        ),
+    )
+    pulumi.export("monitoring_public_ip", server.server.ipv4_address)
+    pulumi.export("monitoring_private_ip", server.private_ip)
+
+
+def watchdog_slug(settings: Settings) -> str:
+    return f"{settings.stack}-monitoring-watchdog"
+
+
+def _heartbeats(settings: Settings) -> tuple[Heartbeats | None, HeartbeatChecks | None]:
     """The checks of every server of every generation, and what each server needs to ping them."""
     alerts = settings.alerts
     if alerts is None:
-        return None
+        return None, None
     servers = [
         settings.name(gen, role)
         for gen, cluster in settings.clusters.items()
@@ -174,6 +273,15 @@ def _heartbeats(settings: Settings) -> Heartbeats | None:
             backups=settings.backup is not None,
             api_key=pulumi.Output.secret(settings.alerts_api_key) if settings.alerts_api_key is not None else None,
             verify_tls=settings.sandbox.alerts_verify_tls,
+            extra=(
+                [
+                    watchdog_check(
+                        alerts, watchdog_slug(settings), srv.watchdog.period_seconds, srv.watchdog.grace_seconds
+                    )
+                ]
+                if (srv := settings.monitoring.server) is not None
+                else None
+            ),
         ),
     )
     key = pulumi.Output.secret(settings.alerts_ping_key or "")
@@ -188,7 +296,7 @@ def _heartbeats(settings: Settings) -> Heartbeats | None:
         replication_max_lag_seconds=alerts.replication_max_lag_seconds,
         verify_tls=settings.sandbox.alerts_verify_tls,
         depends_on=[checks.command] if checks.command is not None else [],
-    )
+    ), checks
 
 
 def _endpoint(settings: Settings) -> str:

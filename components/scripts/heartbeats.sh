@@ -16,7 +16,8 @@ ping_url=$(cat)
 for n in "$ARCHIVE_MAX_AGE" "$REPLICATION_MAX_LAG"; do [[ $n =~ ^[0-9]+$ ]] || die "bound ${n} is not a number of seconds"; done
 
 install -d -m 755 /etc/pgstack
-install -d -m 750 /var/lib/pgstack
+# postgres-owned and readable: the archive watch writes there, node_exporter reads metrics/.
+install -d -m 755 -o postgres -g postgres /var/lib/pgstack
 # Root-only: the ping key is in it. The units do not load it (EnvironmentFile= would put the key
 # in the environment of a process running as postgres); the program reads it as root.
 result=$(printf 'HC_PING_URL=%s\nHC_SLUG_PREFIX=%s\nHC_VERIFY_TLS=%s\nHC_ARCHIVE_MAX_AGE=%s\nHC_REPLICATION_MAX_LAG=%s\n' \

@@ -15,7 +15,9 @@ if pgbackrest_version_at_least 2.46; then
   # Block incremental is GA from 2.46; older versions need --beta, so leave it off there.
   conf=${conf/"[global]"/$'[global]\nrepo1-block=y'}
 fi
-install -d -m 750 -o postgres -g postgres /etc/pgbackrest /var/log/pgbackrest /var/spool/pgbackrest /var/lib/pgstack
+install -d -m 750 -o postgres -g postgres /etc/pgbackrest /var/log/pgbackrest /var/spool/pgbackrest
+# pgstack's state, and the metrics node_exporter's textfile collector reads (exporters.sh).
+install -d -m 755 -o postgres -g postgres /var/lib/pgstack /var/lib/pgstack/metrics
 result=$(printf '%s\n' "$conf" | install_file 640 postgres:postgres /etc/pgbackrest/pgbackrest.conf)
 log "pgbackrest.conf ${result}"
 
@@ -28,6 +30,7 @@ log "pgbackrest.env ${env_result}"
 
 ship 755 /usr/local/sbin/pgstack-backup <"$(dirname "$0")/bin/pgstack-backup"
 ship 755 /usr/local/sbin/pgstack-archive-watch <"$(dirname "$0")/bin/pgstack-archive-watch"
+ship 755 /usr/local/sbin/pgstack-metrics <"$(dirname "$0")/bin/pgstack-metrics"
 units=/etc/systemd/system
 ship 644 "${units}/pgstack-backup@.service" STANZA PG_SERVICE <"$(dirname "$0")/units/pgstack-backup@.service"
 ship 644 "${units}/pgstack-backup-full.timer" FULL_SCHEDULE <"$(dirname "$0")/units/pgstack-backup-full.timer"
@@ -101,3 +104,5 @@ if ((existing == 0)); then
 fi
 fulls=$(backup_count '.type == "full"')
 log "stanza ${STANZA}: ${fulls} full backup(s)"
+# The metrics show the first full backup from the first scrape on, not from the first watch.
+as_postgres env STANZA="$STANZA" /usr/local/sbin/pgstack-metrics repository >/dev/null

@@ -41,6 +41,11 @@ class HealthchecksEndpoint:
     ping_key: str
     local_url: str  # the receiver itself on 127.0.0.1: answers while the relay is stopped
 
+    @property
+    def webhook_url(self) -> str:
+        """Where Alertmanager's webhook receiver posts (pgstack:monitoringWebhookUrl); holds the ping key."""
+        return f"{self.api_url}/sandbox/webhook/{self.ping_key}"
+
 
 class Healthchecks:
     def __init__(

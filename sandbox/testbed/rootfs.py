@@ -43,7 +43,7 @@ def pgbackrest_source() -> str:
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Bump when _prepare changes: part of the rootfs hash, so the next run builds a new one.
-ROOTFS_VERSION = "1"
+ROOTFS_VERSION = "2"
 ROOTFS_MARKER = ".pgstack-rootfs-complete"
 
 # Units masked in the guest rootfs, and why.
@@ -69,6 +69,16 @@ MASKED_UNITS = (
     "e2scrub_reap.service",
     "fstrim.timer",
     "systemd-timesyncd.service",
+)
+
+# Installed in the image but not started at boot, as on a server where exporters.sh or
+# monitoring.sh installed them with policy-rc.d: their packaged defaults would listen on every
+# address without auth until the step configures and starts them.
+DISABLED_UNITS = (
+    "prometheus.service",
+    "prometheus-alertmanager.service",
+    "prometheus-node-exporter.service",
+    "prometheus-postgres-exporter.service",
 )
 
 SSHD_CONFIG = """\
@@ -262,6 +272,8 @@ class Rootfs:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.unlink(missing_ok=True)
             link.symlink_to("/dev/null")
+        for unit in DISABLED_UNITS:
+            (etc / "systemd/system/multi-user.target.wants" / unit).unlink(missing_ok=True)
         for deb in (root / "var/cache/apt/archives").glob("*.deb"):
             deb.unlink()
 

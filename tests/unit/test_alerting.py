@@ -62,7 +62,7 @@ def test_the_checks_are_made_through_the_api_with_the_key_on_stdin(prod):
     spec = json.loads(program.unwrap(cmd.inputs["stdin"]))
     assert spec["api_key"] == API_KEY and spec["api_url"] == "https://healthchecks.io"
     got = {c["slug"]: (c["timeout"], c["grace"]) for c in spec["checks"]}
-    assert set(got) == {f"{server}-{job}" for server in SERVERS for job in JOBS}
+    assert set(got) == {f"{server}-{job}" for server in SERVERS for job in JOBS} | {"prod-monitoring-watchdog"}
     assert got["prod-g1-primary-alive"] == (60, 240)
     assert got["prod-g1-primary-backup-full"] == (7 * 86400, 4 * 3600)
     assert got["prod-g1-replica-1-replication"] == (300, 600)
@@ -78,7 +78,11 @@ def test_without_an_api_key_no_checks_resource_and_heartbeats_still_run():
 
 
 def test_without_an_alerts_block_nothing_of_alerting_registers():
-    result = run_stack("prod", edit=lambda cfg: cfg.pop("pgstack:alerts"))
+    def edit(cfg: dict) -> None:
+        cfg.pop("pgstack:alerts")
+        cfg.pop("pgstack:monitoring")  # its server needs alerts (the Watchdog)
+
+    result = run_stack("prod", edit=edit)
     names = [r.name for r in result.mocks.registrations]
     assert not [n for n in names if "heartbeat" in n], names
 

@@ -31,7 +31,8 @@ from tests.unit.support import (
     password_for,
 )
 
-PRIVATE_IPS = {"prod-g1-primary": "10.0.1.5", "prod-g1-replica-1": "10.0.1.6"}
+PRIVATE_IPS = {"prod-g1-primary": "10.0.1.5", "prod-g1-replica-1": "10.0.1.6", "prod-monitoring": "10.0.1.200"}
+MONITORING = "prod-monitoring"
 IGNORED = {"sshKeys", "image", "userData"}
 
 
@@ -103,17 +104,26 @@ def test_servers_are_behind_the_firewall_in_the_placement_group_on_the_network(p
         assert [mocks.resolve(k) for k in inputs["sshKeys"]] == [one(mocks, SSH_KEY, "prod-net-ssh")], server.name
 
 
+def database_servers(result: program.RunResult) -> list[program.Registration]:
+    return [s for s in result.mocks.of_type(SERVER) if s.name != MONITORING]
+
+
 def test_servers_are_protected(prod):
-    for server in prod.mocks.of_type(SERVER):
+    for server in database_servers(prod):
         assert server.inputs.get("deleteProtection") is True, f"{server.name}: deleteProtection"
         assert server.inputs.get("rebuildProtection") is True, f"{server.name}: rebuildProtection"
+
+
+def test_the_monitoring_server_is_not_protected_as_it_holds_only_configuration(prod):
+    server = one(prod.mocks, SERVER, MONITORING)
+    assert not server.inputs.get("deleteProtection") and not server.inputs.get("rebuildProtection")
 
 
 def test_protection_follows_the_cluster_setting():
     def edit(cfg):
         cfg["pgstack:clusters"]["g1"]["deleteProtection"] = False
 
-    for server in run(edit).mocks.of_type(SERVER):
+    for server in database_servers(run(edit)):
         assert server.inputs.get("deleteProtection") is False, f"{server.name}: deleteProtection"
         assert server.inputs.get("rebuildProtection") is False, f"{server.name}: rebuildProtection"
 
@@ -324,6 +334,7 @@ FROZEN_TOKENS = {
     "pgstack:credentials:Credentials",
     "pgstack:dns_cutover:DnsCutover",
     "pgstack:heartbeat_checks:HeartbeatChecks",
+    "pgstack:monitoring_server:MonitoringServer",
     "pgstack:postgres_server:PostgresServer",
     "pgstack:private_network:PrivateNetwork",
     "pgstack:rds_alarms:RdsAlarms",

@@ -26,8 +26,10 @@ from tests.unit.support import (
     PASSWORD,
     SERVER,
     IdMocks,
+    command_text,
     drop_restore,
     inputs,
+    one,
     reg,
     script_param,
     set_active,
@@ -39,6 +41,7 @@ RETIMED = "2026-05-26T08:00:00+00:00"
 RRSET = "hcloud:index/zoneRrset:ZoneRrset"
 RESTORE = (COMMAND, "prod-g2-primary-restore")
 G2_PRIMARY = (SERVER, "prod-g2-primary")
+MONITORING_CONFIGURE = (COMMAND, "prod-monitoring-configure")
 CREATE_ONLY = ["create", "triggers", "stdin", "connection.privateKey"]
 
 
@@ -184,9 +187,14 @@ def test_restore_block_adds_g2_and_changes_nothing_of_g1(runs):
         (COMMAND, "prod-g2-replica-1-pgbackrest"),
         (COMMAND, "prod-g2-primary-heartbeats"),
         (COMMAND, "prod-g2-replica-1-heartbeats"),
+        (COMMAND, "prod-g2-primary-exporters"),
+        (COMMAND, "prod-g2-replica-1-exporters"),
     }
     assert d.gone == set()
-    assert d.changed == {}, "adding g2 changed inputs of existing resources"
+    # Only the monitoring server follows: it scrapes the new generation's servers too.
+    assert d.changed == {MONITORING_CONFIGURE: {"create", "triggers"}}, "adding g2 changed inputs of existing resources"
+    scraped = script_param(command_text(one(runs["restored"].mocks, *MONITORING_CONFIGURE)), "PROMETHEUS_YML")
+    assert "10.0.1.7:9187" in scraped and "10.0.1.8:9100" in scraped, "the monitoring server does not scrape g2"
     assert d.outputs == {"stanza_g2"}
     assert secrets(runs["base"]) == secrets(runs["restored"])
 
@@ -302,8 +310,12 @@ def test_removing_g1_removes_only_g1(runs):
     before, after = runs["g1_unprotected"], runs["g1_removed"]
     d = diff(before, after)
     assert d.appeared == set()
-    assert d.gone == of_generation(before, "g1") and len(d.gone) == 30
-    assert d.changed == {}, "removing g1 changed inputs of g2 or shared resources"
+    assert d.gone == of_generation(before, "g1") and len(d.gone) == 32
+    assert d.changed == {MONITORING_CONFIGURE: {"create", "triggers"}}, (
+        "removing g1 changed inputs of g2 or shared resources other than the monitoring server's targets"
+    )
+    scraped = script_param(command_text(one(after.mocks, *MONITORING_CONFIGURE)), "PROMETHEUS_YML")
+    assert "10.0.1.5:" not in scraped, "the monitoring server still scrapes the removed g1"
     assert d.outputs == {"stanza_g1"}
     assert secrets(before) == secrets(after)
 

@@ -15,9 +15,10 @@ from components import scripts
 from tests.conftest import REPO
 
 DIR = REPO / "components" / "scripts"
-SHIPPED = sorted(p for sub in ("units", "bin") for p in (DIR / sub).rglob("*") if p.is_file())
+# units/: systemd units and drop-ins; bin/: programs; etc/: other configuration files.
+SHIPPED = sorted(p for sub in ("units", "bin", "etc") for p in (DIR / sub).rglob("*") if p.is_file())
 PROGRAMS = sorted((DIR / "bin").iterdir())
-UNITS = sorted(p for p in SHIPPED if p not in PROGRAMS)
+UNITS = sorted(p for p in SHIPPED if p.relative_to(DIR).parts[0] == "units")
 # `ship MODE PATH [NAME...] <"$(dirname "$0")/FILE"`: how a script installs a shipped file.
 SHIP_LINE = re.compile(r'^\s*ship (\d+) (\S+)((?: [A-Z][A-Z0-9_]*)*) <"\$\(dirname "\$0"\)/(\S+)"$', re.M)
 PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
@@ -231,3 +232,25 @@ def test_no_script_names_a_postgres_version_itself():
     for path in [*DIR.glob("*.sh"), *SHIPPED, REPO / "runbooks" / "promote-replica.sh"]:
         code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
         assert not pattern.search(code), f"{path.name}: {pattern.search(code).group(0)}"
+
+
+def test_the_exporter_queries_define_the_metrics_the_alert_rules_read():
+    import yaml
+
+    from monitoring.rules import Thresholds, render
+
+    queries = yaml.safe_load((DIR / "etc" / "pgstack-queries.yaml").read_text())
+    defined = {
+        f"{name}_{column}"
+        for name, query in queries.items()
+        for metric in query["metrics"]
+        for column, spec in metric.items()
+        if spec["usage"] != "LABEL"
+    }
+    read = set(
+        re.findall(
+            r"\b(pgstack_(?:standby|replication|slot|connections|database|oldest)_[a-z_]+)", render(Thresholds())
+        )
+    )
+    assert read, "the rules read no custom-query metric"
+    assert read <= defined, f"the rules read metrics no query defines: {sorted(read - defined)}"
