@@ -72,6 +72,7 @@ class RehearsalMocks(program.RecordingMocks):
         self.actions: dict[str, str] = {}
         self.steps: list[dict[str, Any]] = []
         self.servers: dict[str, str] = {}  # server name -> private IP
+        self.database_servers: dict[str, str] = {}  # those of a cluster generation (not the monitoring server)
         self._pw_lock = threading.Lock()
 
     def _password(self, name: str, length: int) -> str:
@@ -112,6 +113,8 @@ class RehearsalMocks(program.RecordingMocks):
                 ip = inputs["networks"][0]["ip"]
                 self.testbed.boot_guest(GuestSpec(name=reg.name, ip=ip))
                 self.servers[reg.name] = ip
+                if "pgstack-cluster" in (inputs.get("labels") or {}):
+                    self.database_servers[reg.name] = ip
                 # The guest has one address, the private one: it stands in for the public one too.
                 outs["ipv4Address"] = ip
             elif reg.type in COMMANDS and action == "same" and self.engine is not None:
@@ -388,9 +391,15 @@ class Rehearsal:
             " ".join(listening.split()),
         )
 
+    @property
+    def database_servers(self) -> dict[str, str]:
+        """The servers that run PostgreSQL (the monitoring server does not)."""
+        assert self.mocks is not None, "the program has not run"
+        return self.mocks.database_servers
+
     def reboot_checks(self) -> None:
         assert self.result is not None
-        for name, ip in sorted(self.servers.items()):
+        for name, ip in sorted(self.database_servers.items()):
             t0 = time.perf_counter()
             self.testbed.reboot_guest(name)
             ok = False
@@ -408,7 +417,7 @@ class Rehearsal:
         """What a second run must not change, per server."""
         snap: dict[str, Any] = {}
         assert self.result is not None
-        for name, ip in sorted(self.servers.items()):
+        for name, ip in sorted(self.database_servers.items()):
             res = self.testbed.ssh(
                 ip,
                 f"set -e; cd {PG.conf_dir}; sha256sum conf.d/50-pgstack.conf pg_hba.conf "
@@ -423,7 +432,7 @@ class Rehearsal:
 
     def plant_sentinels(self) -> None:
         assert self.result is not None
-        for _name, ip in self.servers.items():
+        for _name, ip in self.database_servers.items():
             token = secrets.token_hex(8)
             self.testbed.ssh(
                 ip,

@@ -59,6 +59,14 @@ note "$(printf 'ARGS="--web.listen-address=127.0.0.1:9090 --storage.tsdb.retenti
 note "$(printf 'ARGS="--web.listen-address=127.0.0.1:9093 --cluster.listen-address="\n' \
   | install_file 644 root:root /etc/default/prometheus-alertmanager)"
 
+ship 755 /usr/local/sbin/pgstack-alertmanager <"$(dirname "$0")/bin/pgstack-alertmanager"
+install -d -m 755 /etc/systemd/system/prometheus-alertmanager.service.d
+ship 644 /etc/systemd/system/prometheus-alertmanager.service.d/pgstack.conf <"$(dirname "$0")/units/prometheus-alertmanager.service.d/pgstack.conf"
+if ((units_changed)); then
+  systemctl daemon-reload
+  changed=1
+fi
+
 systemctl enable --quiet "${services[@]}"
 if ((changed)); then
   systemctl restart "${services[@]}"
