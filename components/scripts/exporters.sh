@@ -92,17 +92,21 @@ scrape() {
     "https://${PRIVATE_IP}:${port}/metrics" 2>/dev/null || true
 }
 with_password() { printf 'user = "prometheus:%s"\n' "$scrape_password" | scrape "$1" -K -; }
+answers_200() { [[ $(with_password "$1") == 200 ]]; }
 for port in 9100 9187; do
-  wait_for 30 "the exporter on ${PRIVATE_IP}:${port} to answer with the scrape password" \
-    bash -c "[[ \$1 == 200 ]]" _ "$(with_password "$port")" || true
+  for ((i = 0; i < 30; i++)); do answers_200 "$port" && break; sleep 1; done
   code=$(with_password "$port")
   [[ $code == 200 ]] || die "the exporter on ${PRIVATE_IP}:${port} answers ${code} with the scrape password (journalctl -u prometheus-*-exporter)"
   code=$(scrape "$port")
   [[ $code == 401 ]] || die "the exporter on ${PRIVATE_IP}:${port} answers ${code} without a password; it must refuse (401)"
 done
-up() { printf 'user = "prometheus:%s"\n' "$scrape_password" \
-  | curl -sS --max-time 5 --cacert "${PG_CLUSTER_DIR}/pgstack-ca.crt" -K - "https://${PRIVATE_IP}:9187/metrics" 2>/dev/null \
-  | grep -qx 'pg_up 1'; }
-for ((i = 0; i < 30; i++)); do up && break; sleep 1; done
-up || die "postgres_exporter does not reach PostgreSQL as ${MONITORING_ROLE} (pg_up is not 1): journalctl -u prometheus-postgres-exporter"
+# Read whole, then searched: grep -q would close the pipe early and fail curl under pipefail.
+pg_up() {
+  local metrics
+  metrics=$(printf 'user = "prometheus:%s"\n' "$scrape_password" \
+    | curl -sS --max-time 5 --cacert "${PG_CLUSTER_DIR}/pgstack-ca.crt" -K - "https://${PRIVATE_IP}:9187/metrics" 2>/dev/null) || return 1
+  grep -qx 'pg_up 1' <<<"$metrics"
+}
+for ((i = 0; i < 30; i++)); do pg_up && break; sleep 1; done
+pg_up || die "postgres_exporter does not reach PostgreSQL as ${MONITORING_ROLE} (pg_up is not 1): journalctl -u prometheus-postgres-exporter"
 log "exporters on ${PRIVATE_IP}: node :9100, postgres :9187 (TLS, basic auth); pg_up 1"
