@@ -40,6 +40,13 @@ def prometheus_yml(conf: PrometheusConf) -> str:
     interval = f"{conf.scrape_interval_seconds}s"
     jobs = []
     for job, port in EXPORTER_PORTS.items():
+        relabel = (
+            # postgres_exporter labels its own metrics server="<its DSN host:port>": the target's
+            # server label (the server's name) is the one alerts name.
+            {"metric_relabel_configs": [{"action": "labeldrop", "regex": "exported_server"}]}
+            if job == "postgres"
+            else {}
+        )
         jobs.append(
             {
                 "job_name": job,
@@ -54,6 +61,7 @@ def prometheus_yml(conf: PrometheusConf) -> str:
                     }
                     for t in conf.targets
                 ],
+                **relabel,
             }
         )
     doc = {
