@@ -117,7 +117,9 @@ def alertmanager_yml(conf: AlertmanagerConf) -> str:
     page = {**team, "name": "page"}
     if conf.pagerduty_routing_key is not None:
         page["pagerduty_configs"] = [{"routing_key": conf.pagerduty_routing_key, "send_resolved": True}]
-    period = f"{conf.watchdog_period_seconds}s"
+    # Alertmanager re-sends only at a group flush after more than repeat_interval: at half the
+    # period, a Watchdog goes out at least once per period.
+    period = f"{max(1, conf.watchdog_period_seconds // 2)}s"
     doc: dict[str, object] = {}
     if conf.email is not None:
         smtp: dict[str, object] = {

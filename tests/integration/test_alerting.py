@@ -42,7 +42,7 @@ MONITORING = {
     "thresholds": {
         "downForSeconds": 5,
         "forSeconds": 10,
-        "backupFullMaxAgeSeconds": 90,
+        "backupFullMaxAgeSeconds": 60,
         "archiveMaxAgeSeconds": 45,
     },
     "server": {
@@ -254,8 +254,9 @@ def test_the_monitoring_role_reads_pg_stat_statements_and_nothing_in_the_app_dat
     r = reh.probe(MONITOR, primary, "monitoring", pw, "postgres",
                   "select count(*) from pg_stat_statements where query like '%pg_stat_replication%'")  # fmt: skip
     assert r["ok"], r
+    # pg_hba lets it reach the postgres database only.
     r = reh.probe(MONITOR, primary, "monitoring", pw, db, "select 1")
-    assert not r["ok"] and r["sqlstate"] == "42501", f"the monitoring role connects to {db}: {r}"
+    assert not r["ok"] and r["sqlstate"] == "28000", f"the monitoring role connects to {db}: {r}"
     # From a host that is not the monitoring server: no pg_hba line.
     r = reh.probe(REPLICA, primary, "monitoring", pw, "postgres")
     assert not r["ok"] and r["sqlstate"] == "28000", r
