@@ -318,12 +318,19 @@ def _check_monitoring(settings: Settings) -> None:
         raise ConfigError(
             "monitoringSmtpPassword", "needs monitoring.receivers.email with a username; set it or remove this key"
         )
-    if email is None and settings.monitoring_webhook_url is None and key is None:
+    if email is None and settings.monitoring_webhook_url is None:
+        # PagerDuty gets the critical alerts only: the warnings need somewhere to go too.
         raise ConfigError(
             "monitoring.receivers",
-            "the monitoring server has nowhere to send alerts; set monitoring.receivers.email, "
-            "pgstack:monitoringWebhookUrl or pgstack:monitoringPagerdutyRoutingKey (secrets: pulumi config set "
-            "--secret)",
+            "the monitoring server has nowhere to send warnings; set monitoring.receivers.email or "
+            "pgstack:monitoringWebhookUrl (a secret: pulumi config set --secret); a PagerDuty routing key pages "
+            "the critical alerts only",
+        )
+    if email is not None and email.username is not None and not settings.monitoring_smtp_password:
+        raise ConfigError(
+            "monitoringSmtpPassword",
+            "monitoring.receivers.email has a username: set its password with pulumi config set --secret "
+            "pgstack:monitoringSmtpPassword, or remove the username",
         )
     if settings.alerts is None:
         raise ConfigError(
@@ -331,6 +338,22 @@ def _check_monitoring(settings: Settings) -> None:
             "needs the alerts block: Alertmanager's Watchdog pings the heartbeat service, so a dead monitoring "
             "server is itself noticed; add pgstack:alerts (README, Alerting)",
         )
+    if settings.backup is not None:
+        # The newest archived WAL is as fresh as the archive job's WAL record (alerts.jobs.archive)
+        # plus archive_timeout, as seen one scrape later: a lower bound would alert on a healthy server.
+        floor = (
+            settings.backup.archive_timeout_seconds
+            + settings.alerts.jobs.archive.period_seconds
+            + mon.server.scrape_interval_seconds
+        )
+        if mon.thresholds.archive_max_age_seconds <= floor:
+            raise ConfigError(
+                "monitoring.thresholds.archiveMaxAgeSeconds",
+                f"{mon.thresholds.archive_max_age_seconds} would alert on a healthy server: WAL is archived every "
+                f"backup.archiveTimeoutSeconds ({settings.backup.archive_timeout_seconds}) after the archive job "
+                f"writes a record (every {settings.alerts.jobs.archive.period_seconds} s), seen one scrape "
+                f"({mon.server.scrape_interval_seconds} s) later; make it above {floor}",
+            )
     hz = settings.hetzner
     assert hz is not None  # _check_hetzner ran first
     subnet = ipaddress.ip_network(hz.subnet_cidr)

@@ -20,6 +20,7 @@ SECRETS = {
     "pgstack:s3AccessKey": "test-access-key-id",
     "pgstack:s3SecretKey": "test-secret-access-key",
     "pgstack:alertsPingKey": "test-ping-key-0123456789",
+    "pgstack:monitoringSmtpPassword": "test-smtp-password",
 }
 
 

@@ -131,12 +131,16 @@ class PostgresServer(pulumi.ComponentResource):
             [install, *([self.volume] if self.volume else [])],
         )
         before_configure: list[pulumi.Resource] = [cluster]
+        # Steps that copy the server's certificate (the exporters) take it as an input, so a
+        # renewed certificate reaches them too.
+        self.cert_pem: pulumi.Output[str] | None = None
         if args.spec.tls is not None:
             cert = ServerCertificate(
                 f"{name}-certificate",
                 ServerCertificateArgs(ca=args.spec.tls, common_name=name, ip_addresses=[args.private_ip]),
                 pulumi.ResourceOptions(parent=self),
             )
+            self.cert_pem = cert.cert_pem
             bundle = pulumi.Output.all(cert.key_pem, cert.cert_pem, args.spec.tls.cert_pem).apply(
                 lambda pems: "".join(p if p.endswith("\n") else p + "\n" for p in pems)
             )

@@ -8,6 +8,7 @@ generation's backups instead of an empty cluster.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -246,11 +247,16 @@ class ReplicaPair(pulumi.ComponentResource):
         ex = self._exporters
         if ex is None:
             return
-        params: dict[str, str | int] = {
+        if target.cert_pem is None:
+            raise ValueError(f"{server_name}: the exporters serve TLS with the server's certificate, and it has none")
+        base: dict[str, str | int] = {
             **self._pg,
             "PRIVATE_IP": target.private_ip,
             "MONITORING_ROLE": ex.monitoring_role,
         }
+        # The certificate's digest, not the certificate: the step re-runs (and copies the new
+        # files) when pulumi-tls renews it.
+        params = target.cert_pem.apply(lambda pem: {**base, "CERT_SHA256": hashlib.sha256(pem.encode()).hexdigest()})
         secrets: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(ex.scrape_password, ex.monitoring_password).apply(lambda v: f"{v[0]}\n{v[1]}\n")
         )

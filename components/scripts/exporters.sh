@@ -8,7 +8,9 @@
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
-: "${PG_VERSION:?}" "${PRIVATE_IP:?}" "${MONITORING_ROLE:?}"
+# CERT_SHA256: the server certificate's digest; a renewed certificate changes it, so this step
+# runs again and copies the new files (the exporters read them at each TLS handshake).
+: "${PG_VERSION:?}" "${PRIVATE_IP:?}" "${MONITORING_ROLE:?}" "${CERT_SHA256:?}"
 
 IFS= read -r scrape_password || true
 IFS= read -r role_password || true
@@ -27,7 +29,9 @@ if ((${#todo[@]})); then
   chmod 755 /usr/sbin/policy-rc.d
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   apt-get update -q >/dev/null
-  apt-get install -y -q -o Dpkg::Options::=--force-confold --no-install-recommends "${todo[@]}" >/dev/null
+  # unattended-upgrades may hold the dpkg lock on a running server: wait for it.
+  apt-get install -y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold --no-install-recommends \
+    "${todo[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
   log "installed ${todo[*]}"
 fi

@@ -26,7 +26,8 @@ if ((${#todo[@]})); then
   chmod 755 /usr/sbin/policy-rc.d
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   apt-get update -q >/dev/null
-  apt-get install -y -q -o Dpkg::Options::=--force-confold --no-install-recommends "${todo[@]}" >/dev/null
+  apt-get install -y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold --no-install-recommends \
+    "${todo[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
   log "installed ${todo[*]}"
 fi

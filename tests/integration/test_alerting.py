@@ -342,9 +342,12 @@ def test_with_backups_failing_the_backup_age_alert_reaches_the_webhook(reh):
     finally:
         sh(reh, PRIMARY, f"chmod 640 {conf}; systemctl reset-failed pgstack-backup@full.service")
     assert alert["annotations"]["runbook"].endswith("#backupfulltooold"), alert["annotations"]
+    # Counted from here: a resolved message of an earlier firing must not count.
+    after_firing = webhook_count(reh)
     sh(reh, PRIMARY, "systemctl start pgstack-backup@full.service")
-    wait_for("BackupFullTooOld resolved at the webhook",
-             lambda: notified(reh, since, "BackupFullTooOld", "resolved"), 40)  # fmt: skip
+    resolved = wait_for("BackupFullTooOld resolved at the webhook",
+                        lambda: notified(reh, after_firing, "BackupFullTooOld", "resolved"), 40)  # fmt: skip
+    assert resolved["startsAt"] == alert["startsAt"], (resolved, alert)
 
 
 # ---- archive and replication ---------------------------------------------------------------
@@ -380,7 +383,7 @@ def test_a_stopped_replica_postgres_alerts_from_the_heartbeats_and_the_monitorin
     sh(reh, REPLICA, "systemctl stop postgresql@15-main")
     try:
         # The primary's view: the replica's slot is no longer active.
-        time_to_alert(
+        firing = time_to_alert(
             "replica PostgreSQL stopped (PostgresReplicaNotStreaming)", t0, "replica alert at the webhook",
             lambda: notified(reh, hooks, "PostgresReplicaNotStreaming", "firing", server=PRIMARY), 60,
         )  # fmt: skip
@@ -399,8 +402,10 @@ def test_a_stopped_replica_postgres_alerts_from_the_heartbeats_and_the_monitorin
         sh(reh, REPLICA, "systemctl start postgresql@15-main")
     back = time.monotonic()
     wait_for("replica alive again", lambda: checks(reh)[f"{REPLICA}-alive"]["status"] == "up", PERIOD + 15)
-    wait_for("the replica alert resolved at the webhook",
-             lambda: notified(reh, hooks, "PostgresReplicaNotStreaming", "resolved", server=PRIMARY), 60)  # fmt: skip
+    resolved = wait_for("the replica alert resolved at the webhook",
+                        lambda: notified(reh, hooks, "PostgresReplicaNotStreaming", "resolved", server=PRIMARY,
+                                         slot_name=firing["labels"]["slot_name"]), 60)  # fmt: skip
+    assert resolved["startsAt"] == firing["startsAt"], (resolved, firing)
     TIME_TO_ALERT["replica back (PostgresReplicaNotStreaming resolved)"] = time.monotonic() - back
 
 
@@ -414,8 +419,9 @@ def test_a_killed_primary_postgres_alerts_postgres_down_and_resolves(reh):
         assert alert["labels"]["severity"] == "critical" and alert["annotations"]["runbook"].endswith("#postgresdown")
     finally:
         sh(reh, PRIMARY, "systemctl reset-failed postgresql@15-main; systemctl start postgresql@15-main")
-    wait_for("PostgresDown resolved at the webhook",
-             lambda: notified(reh, hooks, "PostgresDown", "resolved", server=PRIMARY), 60)  # fmt: skip
+    resolved = wait_for("PostgresDown resolved at the webhook",
+                        lambda: notified(reh, hooks, "PostgresDown", "resolved", server=PRIMARY), 60)  # fmt: skip
+    assert resolved["startsAt"] == alert["startsAt"], (resolved, alert)
     wait_for("the replica streaming again", lambda: prom_query(reh, "pgstack_standby_streaming == 1"), 60)
 
 

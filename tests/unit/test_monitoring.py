@@ -249,9 +249,15 @@ def test_the_watchdog_goes_only_to_the_heartbeat_and_is_never_resolved():
             "monitoring.thresholds",
         ),
         (lambda cfg: cfg["pgstack:monitoring"]["receivers"]["email"].pop("username"), "monitoringSmtpPassword"),
+        (lambda cfg: cfg.pop("pgstack:monitoringSmtpPassword"), "monitoringSmtpPassword"),
+        (lambda cfg: (cfg["pgstack:monitoring"].pop("receivers"), cfg.pop("pgstack:monitoringSmtpPassword"),
+                      cfg.update({"pgstack:monitoringPagerdutyRoutingKey": ROUTING_KEY})), "monitoring.receivers"),
+        (lambda cfg: cfg["pgstack:monitoring"].update({"thresholds": {"archiveMaxAgeSeconds": 300}}),
+         "monitoring.thresholds.archiveMaxAgeSeconds"),
     ],
     ids=["no-alerts", "no-receivers", "outside-subnet", "a-db-server-ip", "gateway", "webhook-url", "routing-key",
-         "disk-order", "smtp-password-without-user"],
+         "disk-order", "smtp-password-without-user", "smtp-user-without-password", "pagerduty-only",
+         "archive-bound-too-low"],
 )  # fmt: skip
 def test_bad_monitoring_config_is_refused_naming_the_key_before_anything_registers(edit, key):
     def full(cfg: dict) -> None:

@@ -252,7 +252,8 @@ def test_the_exporter_queries_define_the_metrics_the_alert_rules_read():
     }
     read = set(
         re.findall(
-            r"\b(pgstack_(?:standby|replication|slot|connections|database|oldest)_[a-z_]+)", render(Thresholds())
+            r"\b(pgstack_(?:standby|replication|slot|connections|database|oldest|archive_newest)_[a-z_]+)",
+            render(Thresholds()),
         )
     )
     assert read, "the rules read no custom-query metric"
