@@ -186,7 +186,7 @@ class Rehearsal:
         import config as config_pkg
 
         probe = config_pkg.settings_from_mapping(
-            {**base, "pgstack:sshPrivateKey": "x", "pgstack:alertsPingKey": "x"},
+            {**base, "pgstack:sshPrivateKey": "x", "pgstack:alertsPingKey": "x", "pgstack:monitoringSmtpPassword": "x"},
             "pgstack",
             self.stack,
             allow_sandbox=True,
