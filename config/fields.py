@@ -7,7 +7,7 @@ it without importing each other: fields <- aws <- model <- rules <- config.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -67,3 +67,10 @@ def versions_text(versions: tuple[int, ...] = SUPPORTED_POSTGRES_VERSIONS) -> st
     """'15', '15 and 16', '14, 15 and 16': for messages and descriptions."""
     names = [str(v) for v in versions]
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+# systemd OnCalendar values end up in rendered unit files: keep them to a safe alphabet.
+CALENDAR_PATTERN = r"^[A-Za-z0-9 ,.:*/~-]{1,80}$"
+Calendar = Annotated[
+    str, pattern(CALENDAR_PATTERN, "write a systemd OnCalendar expression such as 'Sun *-*-* 02:00:00'")
+]

@@ -19,9 +19,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from .aws import PROTECTED_PARAMETERS, Aws
+from .drill import Drill
 from .fields import (
     DEFAULT_POSTGRES_VERSION,
     SUPPORTED_POSTGRES_VERSIONS,
+    Calendar,
     Model,
     parse_cidr,
     parse_ipv4,
@@ -39,7 +41,6 @@ IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 GENERATION_PATTERN = r"^[a-z][a-z0-9]{0,9}$"
 # pgBackRest and systemd values that end up in rendered files: keep them to a safe alphabet.
 SIZE_PATTERN = r"^[0-9]+(B|kB|MB|GB|TB|KiB|MiB|GiB|TiB)?$"
-CALENDAR_PATTERN = r"^[A-Za-z0-9 ,.:*/~-]{1,80}$"
 HOSTNAME_PATTERN = r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$"
 GUC_NAME_PATTERN = r"^[a-z_][a-z0-9_.]{0,62}$"
 GUC_VALUE_PATTERN = r"^[A-Za-z0-9 _.,:/%+-]{0,200}$"
@@ -56,9 +57,6 @@ Generation = Annotated[
     str, pattern(GENERATION_PATTERN, "name generations with a lowercase letter and digits, e.g. g1, g2")
 ]
 Size = Annotated[str, pattern(SIZE_PATTERN, "write a size such as 10GB or 4GiB")]
-Calendar = Annotated[
-    str, pattern(CALENDAR_PATTERN, "write a systemd OnCalendar expression such as 'Sun *-*-* 02:00:00'")
-]
 GucName = Annotated[str, pattern(GUC_NAME_PATTERN, "use a PostgreSQL setting name such as work_mem")]
 GucValue = Annotated[str, pattern(GUC_VALUE_PATTERN, "use letters, digits, spaces and _ . , : / % + - only")]
 
@@ -380,6 +378,15 @@ class AlertJobs(Model):
         default=AlertJob(period_seconds=60, grace_seconds=240),
         description="the server and its PostgreSQL answer, checked on every server",
     )
+    drill: AlertJob = Field(
+        default=AlertJob(period_seconds=7 * 86400, grace_seconds=86400),
+        description="the restore drill, on the drill server (period: the longest gap drill.schedule allows)",
+    )
+    verify: AlertJob = Field(
+        default=AlertJob(period_seconds=7 * 86400, grace_seconds=86400),
+        description="pgbackrest verify of the repository, on the primary (period: the longest gap "
+        "drill.verifySchedule allows)",
+    )
 
 
 class Alerts(Model):
@@ -525,6 +532,12 @@ class Settings(Model):
     alerts_api_key: str | None = secret(
         "Optional, with alerts. A Healthchecks API key (read-write) of the same project: the program creates and "
         "updates the checks with it. Unset: create the checks by hand (README, Alerting)."
+    )
+    drill: Drill = Field(
+        default=Drill(),
+        description="Target hetzner, with backup. Restore drills on a schedule (the newest backup restored next "
+        "to a live cluster, checked and thrown away; README, Restore drills), pgbackrest verify of the "
+        "repository, and the write canary they measure the RPO with.",
     )
     monitoring: Monitoring = Field(
         default=Monitoring(),

@@ -54,6 +54,19 @@ class Thresholds(Model):
         description="a database's transaction ID age bound (wraparound is at about 2.1 billion)",
     )
     long_transaction_seconds: int = Field(default=3600, ge=1, le=604800, description="a transaction open this long")
+    drill_max_age_seconds: int = Field(
+        default=8 * 86400,
+        ge=60,
+        le=31536000,
+        description="the newest successful restore drill may be this old (above the longest gap drill.schedule allows)",
+    )
+    canary_max_age_seconds: int = Field(
+        default=300,
+        ge=2,
+        le=86400,
+        description="the write canary may be this old on any server (above drill.canaryIntervalSeconds, and on a "
+        "replica it is the end-to-end replication lag)",
+    )
 
     @model_validator(mode="after")
     def _disk_order(self) -> Thresholds:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 
 from postgres.conf import MANAGED
+from postgres.roles import CANARY_DATABASE
 
 from .aws import PROTECTED_PARAMETERS, RDS_IDENTIFIER
 from .errors import ConfigError
@@ -32,6 +33,7 @@ def check(settings: Settings, now: dt.datetime) -> None:
     _check_cipher_passphrase(settings)
     _check_alerts(settings)
     _check_monitoring(settings)
+    _check_drill(settings)
 
 
 def _check_clusters(settings: Settings, now: dt.datetime) -> None:
@@ -367,3 +369,38 @@ def _check_monitoring(settings: Settings) -> None:
             raise ConfigError(
                 "monitoring.server.ip", f"{ip} is a server of cluster {gen}; give the monitoring server its own"
             )
+
+
+def _check_drill(settings: Settings) -> None:
+    """The drill block needs backups and target hetzner; its canary database is pgstack's own.
+
+    The block has defaults, so it is refused only where the stack file sets it. A generation
+    without replicas drills on its primary (drill.server: replica means the first replica where
+    there is one): that is not an error, so a stack can grow and shrink its replicas freely.
+    """
+    given = "drill" in settings.model_fields_set
+    if settings.target == "hetzner" and settings.database.name == CANARY_DATABASE:
+        raise ConfigError(
+            "database.name",
+            f"{CANARY_DATABASE!r} is the database of pgstack's write canary (README, Restore drills); name the "
+            "application's database otherwise",
+        )
+    interval = settings.drill.canary_interval_seconds
+    bound = settings.monitoring.thresholds.canary_max_age_seconds
+    if settings.target == "hetzner" and bound <= interval:
+        raise ConfigError(
+            "monitoring.thresholds.canaryMaxAgeSeconds",
+            f"{bound} would alert on a healthy primary: the canary is rewritten every drill.canaryIntervalSeconds "
+            f"({interval}); make it above {interval}",
+        )
+    if not given:
+        return
+    if settings.target != "hetzner":
+        raise ConfigError(
+            "drill", "target aws restores and checks its backups in RDS; remove the drill block (it runs pgBackRest)"
+        )
+    if settings.backup is None:
+        raise ConfigError(
+            "drill", "a drill restores the pgBackRest backups, and this stack has no pgstack:backup block; add it, "
+            "or remove the drill block",
+        )  # fmt: skip

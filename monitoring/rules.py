@@ -15,11 +15,13 @@ provide under exactly these names (every target labelled `instance` and `server`
   `pgstack_replication_replay_lag_seconds{application_name}` (a primary), `pgstack_slot_active`,
   `pgstack_slot_lost` (1/0), `pgstack_slot_retained_bytes`, `pgstack_slot_wal_keep_size_bytes`
   (-1: unlimited; all `{slot_name}`), `pgstack_connections_used`, `pgstack_connections_max`,
-  `pgstack_database_xid_age{datname}`, `pgstack_oldest_transaction_seconds`;
+  `pgstack_database_xid_age{datname}`, `pgstack_oldest_transaction_seconds`,
+  `pgstack_canary_age_seconds` (the write canary's age: on a replica the end-to-end lag);
 - node_exporter: `node_filesystem_avail_bytes`, `node_filesystem_size_bytes`;
 - textfile metrics: `pgstack_backup_last_success_timestamp_seconds{stanza,type}`,
   `pgstack_backup_last_run_success{stanza,type}` (1/0), `pgstack_archive_newest_timestamp_seconds{stanza}`,
-  `pgstack_archive_wal_gap{stanza}` (1/0).
+  `pgstack_archive_wal_gap{stanza}` (1/0), `pgstack_drill_last_run_success{stanza}` (1/0),
+  `pgstack_drill_last_success_timestamp_seconds{stanza}`, `pgstack_verify_last_run_success{stanza}` (1/0).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Thresholds:
     archive_max_age_seconds: int = 900
     xid_age: int = 1_000_000_000
     long_transaction_seconds: int = 3600
+    drill_max_age_seconds: int = 8 * 86400
+    canary_max_age_seconds: int = 300
     runbook_url: str = "README.md"
 
     def __post_init__(self) -> None:
@@ -71,6 +75,8 @@ class Thresholds:
             "archive_max_age_seconds",
             "xid_age",
             "long_transaction_seconds",
+            "drill_max_age_seconds",
+            "canary_max_age_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: {getattr(self, name)} must be above 0")
@@ -265,6 +271,44 @@ def _rules(t: Thresholds) -> list[dict[str, Any]]:
             f"The oldest transaction on {where} has been open for {{{{ $value | humanizeDuration }}}}, "
             f"over {duration(t.long_transaction_seconds)} for {hold}: it holds back vacuum and may "
             "hold locks.",
+        ),
+        (
+            "DrillFailed",
+            "pgstack_drill_last_run_success == 0",
+            0,
+            "critical",
+            "The last restore drill of {{ $labels.stanza }} failed",
+            f"The last restore drill of stanza {{{{ $labels.stanza }}}}, run on {where}, failed: the newest backup "
+            "did not restore to a checked, readable cluster. Its report says which check failed.",
+        ),
+        (
+            "DrillTooOld",
+            f"time() - max by (stanza) (pgstack_drill_last_success_timestamp_seconds) > {t.drill_max_age_seconds}",
+            0,
+            "warning",
+            "The last successful restore drill of {{ $labels.stanza }} is {{ $value | humanizeDuration }} old",
+            "The newest successful restore drill of stanza {{ $labels.stanza }} is "
+            f"{{{{ $value | humanizeDuration }}}} old, over the {duration(t.drill_max_age_seconds)} bound: the "
+            "scheduled drills are failing or not running.",
+        ),
+        (
+            "VerifyFailed",
+            "pgstack_verify_last_run_success == 0",
+            0,
+            "critical",
+            "pgbackrest verify found damage in {{ $labels.stanza }}",
+            f"The last pgbackrest verify of stanza {{{{ $labels.stanza }}}}, run on {where}, failed or reported "
+            "invalid files: a backup or WAL segment in the repository may not restore.",
+        ),
+        (
+            "CanaryStale",
+            f"pgstack_canary_age_seconds > {t.canary_max_age_seconds}",
+            t.for_seconds,
+            "warning",
+            "The write canary on {{ $labels.server }} is {{ $value | humanizeDuration }} old",
+            f"The write canary read on {where} is {{{{ $value | humanizeDuration }}}} old, over the "
+            f"{duration(t.canary_max_age_seconds)} bound for {hold}: on the primary the canary timer is not "
+            "writing, on a replica the primary's writes are not arriving.",
         ),
         (
             "Watchdog",

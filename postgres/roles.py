@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 SCRAM_ITERATIONS = 4096
 
+# pgstack's own database, outside the application's: the write canary (one row the primary
+# rewrites every few seconds, components/scripts/bin/pgstack-canary). Its age on a restored copy
+# is the data a restore would have lost (the drill's RPO); on a replica, the end-to-end lag.
+CANARY_DATABASE = "pgstack"
+
 
 def scram_verifier(role: str, password: str) -> str:
     """A PostgreSQL SCRAM-SHA-256 verifier, with a salt derived from the password and role.
@@ -54,6 +59,9 @@ class RoleModel:
     owner: str
     logins: tuple[Login, ...]
     replicator: Login | None = None
+    # The canary database (target hetzner; RDS has no drill and no canary timer). The logins
+    # that may connect to it (Login.connect) may read the canary.
+    canary: bool = False
 
 
 def _create_role(name: str, attributes: str, create_only: str = "") -> str:
@@ -103,6 +111,14 @@ def render(model: RoleModel) -> str:
         " WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)\n"
         "   AND NOT pg_has_role(current_user, r, 'MEMBER')\\gexec"
     )
+    if model.canary:
+        # Before the logins: their CONNECT grants may name it.
+        out += [
+            "-- pgstack's own database: the write canary (owned by postgres, which writes it)",
+            f"SELECT 'CREATE DATABASE {CANARY_DATABASE}'"
+            f" WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{CANARY_DATABASE}')\\gexec",
+            f"REVOKE ALL ON DATABASE {CANARY_DATABASE} FROM PUBLIC;",
+        ]
     out.append("-- login roles: memberships only, never direct grants, so a rotation re-grants nothing")
     logins = list(model.logins) + ([model.replicator] if model.replicator else [])
     for login in logins:
@@ -143,6 +159,7 @@ def render(model: RoleModel) -> str:
         "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;",
         "-- slow queries, found through the monitoring role (shared_preload_libraries loads it)",
         "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;",
+        *_canary(model),
         f"\\connect {db}",
         "SET client_min_messages = warning;",
         f"ALTER SCHEMA public OWNER TO {owner};",
@@ -159,3 +176,18 @@ def render(model: RoleModel) -> str:
         f"{default_privileges} EXECUTE ON FUNCTIONS TO readonly;",
     ]
     return "\n".join(line for line in out if line) + "\n"
+
+
+def _canary(model: RoleModel) -> list[str]:
+    """The canary table with its one row (never reset by a rerun), readable by its readers."""
+    if not model.canary:
+        return []
+    readers = [login.name for login in model.logins if CANARY_DATABASE in login.connect]
+    return [
+        f"\\connect {CANARY_DATABASE}",
+        "SET client_min_messages = warning;",
+        "CREATE TABLE IF NOT EXISTS public.canary (id int PRIMARY KEY, at timestamptz NOT NULL);",
+        "INSERT INTO public.canary (id, at) VALUES (1, now()) ON CONFLICT (id) DO NOTHING;",
+        "REVOKE ALL ON TABLE public.canary FROM PUBLIC;",
+        *[f"GRANT SELECT ON TABLE public.canary TO {name};" for name in readers],
+    ]

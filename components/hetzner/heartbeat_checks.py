@@ -1,6 +1,6 @@
 """HeartbeatChecks: the checks of every server's heartbeats, and how a server reaches them.
 
-Each server reports its jobs (alive, archive, replication, backup-full, backup-diff) to a
+Each server reports its jobs (alive, archive, replication, backup-full, backup-diff, drill, verify) to a
 Healthchecks-compatible service; the check of a job is `<stack>-<generation>-<server>-<job>`
 (prod-g1-primary-backup-full), so a new generation gets its own checks. With an API key, this
 component creates or updates the checks through the management API, by a pulumi-command
@@ -30,6 +30,8 @@ JOBS = {
     "replication": "the replica does not stream, or its replay lag is above the bound (each replica)",
     "backup-full": "the weekly full backup failed or did not run (the primary)",
     "backup-diff": "a differential backup failed or did not run (the primary)",
+    "drill": "the restore drill failed or did not run (the drill server: the first replica, or the primary)",
+    "verify": "pgbackrest verify found damage in the repository, or did not run (the primary)",
 }
 
 
@@ -41,14 +43,17 @@ def job_settings(alerts: Alerts, job: str) -> AlertJob:
         "replication": jobs.replication,
         "backup-full": jobs.backup_full,
         "backup-diff": jobs.backup_diff,
+        "drill": jobs.drill,
+        "verify": jobs.verify,
     }[job]
 
 
 def server_jobs(backups: bool) -> list[str]:
     """Every server gets every check: a job reports where it applies (archive and backups on the
     primary, replication on a standby), so after a promotion the same checks carry on. A check
-    that never got a ping stays "new", and Healthchecks does not alert on it."""
-    return ["alive", "replication", *(["archive", "backup-full", "backup-diff"] if backups else [])]
+    that never got a ping stays "new", and Healthchecks does not alert on it (the drill reports only
+    from the drill server)."""
+    return ["alive", "replication", *(["archive", "backup-full", "backup-diff", "drill", "verify"] if backups else [])]
 
 
 def watchdog_check(alerts: Alerts, slug: str, period_seconds: int, grace_seconds: int) -> dict[str, str | int]:

@@ -72,6 +72,19 @@ class Exporters:
 
 
 @dataclass
+class Drills:
+    """The write canary, pgbackrest verify and the restore drill (components/scripts/drills.sh)."""
+
+    database: str  # the application's: every table of it must read on the restored copy
+    canary_interval_seconds: int
+    schedule: str
+    verify_schedule: str
+    server: str  # "replica" (the first replica, or the primary without one) or "primary"
+    heapallindexed: bool = False
+    margin_percent: int = 20
+
+
+@dataclass
 class RestoreFrom:
     source_stanza: str
     target: str  # ISO 8601 with a time zone, or "latest"
@@ -93,6 +106,14 @@ class ReplicaPairArgs:
     restore: RestoreFrom | None = None
     heartbeats: Heartbeats | None = None
     exporters: Exporters | None = None
+    drills: Drills | None = None
+
+
+def drill_server(drills: Drills, replica_names: list[str], primary_name: str) -> str:
+    """The server whose drill timer runs: the first replica, or the primary (asked for, or alone)."""
+    if drills.server == "replica" and replica_names:
+        return replica_names[0]
+    return primary_name
 
 
 def slot_name(server_name: str) -> str:
@@ -191,8 +212,13 @@ class ReplicaPair(pulumi.ComponentResource):
             self.pgbackrest = self._pgbackrest(f"{name}-primary-pgbackrest", primary, "primary", [self.slots])
         self._heartbeats = args.heartbeats
         self._exporters = args.exporters
+        self._drills = args.drills
+        self._drill_server = (
+            drill_server(args.drills, replica_names, f"{name}-primary") if args.drills is not None else None
+        )
         self._heartbeat(f"{name}-primary", primary, self.pgbackrest or self.slots)
         self._exporter(f"{name}-primary", primary, self.pgbackrest or self.slots)
+        self._drill(f"{name}-primary", primary, self.pgbackrest or self.slots)
         self.replicas: list[PostgresServer] = []
         for i, ip in enumerate(args.replica_ips):
             rname = replica_names[i]
@@ -212,6 +238,7 @@ class ReplicaPair(pulumi.ComponentResource):
                 last = self._pgbackrest(f"{rname}-pgbackrest", replica, "standby", [replica.ready])
             self._heartbeat(rname, replica, last)
             self._exporter(rname, replica, last)
+            self._drill(rname, replica, last)
             self.replicas.append(replica)
         self.stanza = stanza
         self.register_outputs(
@@ -261,6 +288,26 @@ class ReplicaPair(pulumi.ComponentResource):
             pulumi.Output.all(ex.scrape_password, ex.monitoring_password).apply(lambda v: f"{v[0]}\n{v[1]}\n")
         )
         remote.step(f"{server_name}-exporters", target.ssh, "exporters", params, self, [after], stdin=secrets)
+
+    def _drill(self, server_name: str, target: PostgresServer, after: pulumi.Resource) -> None:
+        """The canary on every server; with backups, verify and the drill (its timer on one server)."""
+        dr = self._drills
+        if dr is None:
+            return
+        backups = self._backups
+        params: dict[str, str | int] = {
+            **self._pg,
+            "BACKUPS": 1 if backups is not None else 0,
+            "CANARY_INTERVAL": f"{dr.canary_interval_seconds}s",
+            "STANZA": backups.stanza if backups is not None else "",
+            "DATABASE": dr.database,
+            "DRILL_SCHEDULE": dr.schedule,
+            "VERIFY_SCHEDULE": dr.verify_schedule,
+            "DRILL_TIMER": 1 if backups is not None and server_name == self._drill_server else 0,
+            "HEAPALLINDEXED": 1 if dr.heapallindexed else 0,
+            "MARGIN_PERCENT": dr.margin_percent,
+        }
+        remote.step(f"{server_name}-drills", target.ssh, "drills", params, self, [after])
 
     def _pgbackrest(
         self, name: str, target: PostgresServer, mode: str, depends_on: list[pulumi.Resource]

@@ -21,7 +21,7 @@ from .heartbeat_checks import HeartbeatChecks, HeartbeatChecksArgs, watchdog_che
 from .monitoring_server import MonitoringServer, MonitoringServerArgs
 from .postgres_server import ServerSpec
 from .private_network import PrivateNetwork, PrivateNetworkArgs
-from .replica_pair import Access, Backups, Exporters, Heartbeats, ReplicaPair, ReplicaPairArgs, RestoreFrom
+from .replica_pair import Access, Backups, Drills, Exporters, Heartbeats, ReplicaPair, ReplicaPairArgs, RestoreFrom
 
 
 def build_hetzner(settings: Settings) -> None:
@@ -92,6 +92,16 @@ def build_hetzner(settings: Settings) -> None:
     # For a Prometheus of your own (README, Monitoring): the exporters' basic auth password.
     pulumi.export("scrape_password", scrape_password)
     exporters = Exporters(scrape_password, roles.monitoring.name, creds[roles.monitoring.name].password)
+    dr = settings.drill
+    drills = Drills(
+        database=settings.database.name,
+        canary_interval_seconds=dr.canary_interval_seconds,
+        schedule=dr.schedule,
+        verify_schedule=dr.verify_schedule,
+        server=dr.server,
+        heapallindexed=dr.heapallindexed,
+        margin_percent=dr.margin_percent,
+    )
     clusters: dict[str, ReplicaPair] = {}
     for gen, cluster in settings.clusters.items():
         backups = restore = None
@@ -144,6 +154,7 @@ def build_hetzner(settings: Settings) -> None:
                 role_sql=role_sql,
                 heartbeats=heartbeats,
                 exporters=exporters,
+                drills=drills,
             ),
         )
     if settings.monitoring.server is not None:

@@ -68,8 +68,10 @@ note "$(printf 'tls_server_config:\n  cert_file: %s\n  key_file: %s\n  min_versi
 web="--web.config.file=${dir}/web.yml"
 note "$(printf 'ARGS="--web.listen-address=%s:9100 %s --collector.textfile.directory=/var/lib/pgstack/metrics"\n' \
   "$PRIVATE_IP" "$web" | install_file 644 root:root /etc/default/prometheus-node-exporter)"
-# No password here: DATA_SOURCE_PASS_FILE names the file only the exporter's user may read.
-note "$(printf 'DATA_SOURCE_URI="127.0.0.1:5432/postgres?sslmode=disable"\nDATA_SOURCE_USER="%s"\nDATA_SOURCE_PASS_FILE="%s"\nARGS="--web.listen-address=%s:9187 %s --extend.query-path=%s/queries.yaml"\n' \
+# No password here: DATA_SOURCE_PASS_FILE names the file only the exporter's user may read. It
+# connects to the pgstack database: its custom queries read the write canary there, and the
+# statistics views the others read are the whole cluster's from any database.
+note "$(printf 'DATA_SOURCE_URI="127.0.0.1:5432/pgstack?sslmode=disable"\nDATA_SOURCE_USER="%s"\nDATA_SOURCE_PASS_FILE="%s"\nARGS="--web.listen-address=%s:9187 %s --extend.query-path=%s/queries.yaml"\n' \
   "$MONITORING_ROLE" "${dir}/monitoring.pass" "$PRIVATE_IP" "$web" "$dir" \
   | install_file 644 root:root /etc/default/prometheus-postgres-exporter)"
 

@@ -32,10 +32,17 @@ def login_versions(settings: Settings, replicator: bool = True) -> dict[str, int
     return versions
 
 
+def canary(settings: Settings) -> bool:
+    """The write canary's database exists on target hetzner (RDS runs no drill and no canary timer)."""
+    return settings.target == "hetzner"
+
+
 def login_specs(settings: Settings) -> list[LoginSpec]:
     roles = settings.roles
     owner = roles.owner
     app = roles.app
+    # On hetzner the monitoring role also reads the write canary (postgres_exporter's database).
+    monitoring_dbs = ("postgres", roles_sql.CANARY_DATABASE) if canary(settings) else ("postgres",)
     return [
         LoginSpec(
             app.name,
@@ -45,8 +52,8 @@ def login_specs(settings: Settings) -> list[LoginSpec]:
         ),
         LoginSpec(roles.migrator.name, roles.migrator.connection_limit, (owner,), owner),
         LoginSpec(roles.reporting.name, roles.reporting.connection_limit, ("readonly",)),
-        # Statistics only: pg_monitor, and the postgres database; no grant in the app's.
-        LoginSpec(roles.monitoring.name, roles.monitoring.connection_limit, ("pg_monitor",), connect=("postgres",)),
+        # Statistics only: pg_monitor, the postgres database (and the canary's); no grant in the app's.
+        LoginSpec(roles.monitoring.name, roles.monitoring.connection_limit, ("pg_monitor",), connect=monitoring_dbs),
         *[LoginSpec(h.name, h.connection_limit, (h.access,), log_all_statements=True) for h in roles.humans],
     ]
 
@@ -69,7 +76,9 @@ def role_model(settings: Settings, creds: Credentials, replicator: bool = True) 
             for s in specs
         )
         repl = roles_sql.Login(REPLICATOR, 2 * max(replicas, 1) + 1, by_name[REPLICATOR], ()) if replicator else None
-        return roles_sql.render(roles_sql.RoleModel(settings.database.name, settings.roles.owner, logins, repl))
+        return roles_sql.render(
+            roles_sql.RoleModel(settings.database.name, settings.roles.owner, logins, repl, canary=canary(settings))
+        )
 
     return pulumi.Output.secret(pulumi.Output.all(*verifiers).apply(render))
 

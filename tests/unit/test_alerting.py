@@ -23,7 +23,7 @@ COMMAND = "command:remote:Command"
 LOCAL = "command:local:Command"
 API_KEY = "test-api-key-abcdef"
 SERVERS = ("prod-g1-primary", "prod-g1-replica-1")
-JOBS = ("alive", "replication", "archive", "backup-full", "backup-diff")
+JOBS = ("alive", "replication", "archive", "backup-full", "backup-diff", "drill", "verify")
 
 
 def with_api_key(cfg: dict) -> None:
@@ -66,6 +66,7 @@ def test_the_checks_are_made_through_the_api_with_the_key_on_stdin(prod):
     assert got["prod-g1-primary-alive"] == (60, 240)
     assert got["prod-g1-primary-backup-full"] == (7 * 86400, 4 * 3600)
     assert got["prod-g1-replica-1-replication"] == (300, 600)
+    assert got["prod-g1-replica-1-drill"] == got["prod-g1-primary-verify"] == (7 * 86400, 86400)
     # The ping key is not needed to make checks, so it is not handed to the command.
     assert SECRETS["pgstack:alertsPingKey"] not in json.dumps(program.unwrap(cmd.inputs))
 

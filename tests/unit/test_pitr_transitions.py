@@ -189,6 +189,8 @@ def test_restore_block_adds_g2_and_changes_nothing_of_g1(runs):
         (COMMAND, "prod-g2-replica-1-heartbeats"),
         (COMMAND, "prod-g2-primary-exporters"),
         (COMMAND, "prod-g2-replica-1-exporters"),
+        (COMMAND, "prod-g2-primary-drills"),
+        (COMMAND, "prod-g2-replica-1-drills"),
     }
     assert d.gone == set()
     # Only the monitoring server follows: it scrapes the new generation's servers too.
@@ -310,7 +312,7 @@ def test_removing_g1_removes_only_g1(runs):
     before, after = runs["g1_unprotected"], runs["g1_removed"]
     d = diff(before, after)
     assert d.appeared == set()
-    assert d.gone == of_generation(before, "g1") and len(d.gone) == 32
+    assert d.gone == of_generation(before, "g1") and len(d.gone) == 34
     assert d.changed == {MONITORING_CONFIGURE: {"create", "triggers"}}, (
         "removing g1 changed inputs of g2 or shared resources other than the monitoring server's targets"
     )

@@ -32,11 +32,14 @@ SAMPLE = {
     "WATCH_INTERVAL": "2min",
     "JOB": "alive",
     "INTERVAL": "60s",
+    "CANARY_INTERVAL": "5s",
+    "DRILL_SCHEDULE": "Sun *-*-* 05:00:00",
+    "VERIFY_SCHEDULE": "Wed *-*-* 05:00:00",
 }
 PGBACKREST_PARAMS = {
     "PG_VERSION": 15,
     "MODE": "primary",
-    **{k: v for k, v in SAMPLE.items() if k not in ("PG_SERVICE", "JOB", "INTERVAL")},
+    **{k: v for k, v in SAMPLE.items() if k in ("STANZA", "FULL_SCHEDULE", "DIFF_SCHEDULE", "WATCH_INTERVAL")},
 }
 
 
@@ -252,7 +255,7 @@ def test_the_exporter_queries_define_the_metrics_the_alert_rules_read():
     }
     read = set(
         re.findall(
-            r"\b(pgstack_(?:standby|replication|slot|connections|database|oldest|archive_newest)_[a-z_]+)",
+            r"\b(pgstack_(?:standby|replication|slot|connections|database|oldest|archive_newest|canary)_[a-z_]+)",
             render(Thresholds()),
         )
     )

@@ -1,0 +1,411 @@
+"""Restore drills, repository verification and the write canary on real guests (issue 15).
+
+Its own test bed: the prod stack (a primary and one replica, the drill on the replica) with
+test-scale heartbeat periods, so the pings of the drill and verify jobs reach the local receiver.
+Tests run in file order: a sound drill and verify first, then the faults (a flipped byte in a
+backup file, then in a WAL segment, then too little disk), each undone before the next.
+
+Written with the drills issue and NOT run yet by its author (another run owned the machine's test
+bed); the figures it prints (restore, recovery, ready, RPO) go into the README's benchmark section
+once it has run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sandbox.rehearse import Rehearsal
+from sandbox.testbed import Testbed
+from tests.conftest import require_root_or_fail
+
+pytestmark = pytest.mark.integration
+
+PERIOD, GRACE = 20, 20
+ALERTS = {
+    "jobs": {
+        "alive": {"periodSeconds": PERIOD, "graceSeconds": GRACE},
+        "archive": {"periodSeconds": PERIOD, "graceSeconds": GRACE},
+        "replication": {"periodSeconds": PERIOD, "graceSeconds": GRACE},
+        "drill": {"periodSeconds": 600, "graceSeconds": 60},
+        "verify": {"periodSeconds": 600, "graceSeconds": 60},
+    },
+    "archiveMaxAgeSeconds": 45,
+    "replicationMaxLagSeconds": 30,
+}
+CANARY_SECONDS = 5  # drill.canaryIntervalSeconds (the default)
+ARCHIVE_TIMEOUT = 10  # the rehearsal's backup.archiveTimeoutSeconds (sandbox/overlay.py)
+# The RPO bound the issue states: the canary period plus archive_timeout plus a margin (the push
+# of the last segment and its fetch by the drill).
+RPO_BOUND = CANARY_SECONDS + ARCHIVE_TIMEOUT + 10
+# The live replica during a drill: its canary may be this old (the canary period plus 3 s).
+LIVE_LAG_BOUND = CANARY_SECONDS + 3
+PRIMARY, REPLICA = "prod-g1-primary", "prod-g1-replica-1"
+SCRATCH = "/var/lib/pgstack/drill"
+REPORT = "/var/lib/pgstack/drill-report.json"
+FIGURES: dict[str, float] = {}
+# On the live replica: is it streaming, and how old is the canary it has replayed.
+LIVE_QUERY = (
+    "select coalesce((select status from pg_stat_wal_receiver), 'none') || ' ' || "
+    "extract(epoch from now() - at) from public.canary"
+)
+
+
+@pytest.fixture(scope="module")
+def reh():
+    require_root_or_fail()
+    testbed = Testbed(lock_wait=1800)
+    rehearsal = Rehearsal("prod", testbed)
+    try:
+        rehearsal.prepare()
+        assert rehearsal.healthchecks is not None, "the prod stack has an alerts block"
+        block = {**json.loads(rehearsal.raw["pgstack:alerts"]), **ALERTS}
+        block["jobs"] = {**json.loads(rehearsal.raw["pgstack:alerts"]).get("jobs", {}), **ALERTS["jobs"]}
+        rehearsal.raw = {**rehearsal.raw, "pgstack:alerts": json.dumps(block)}
+        rehearsal.run_program("first")
+        yield rehearsal
+    finally:
+        testbed.down()
+        for what, seconds in FIGURES.items():
+            print(f"drill figure: {what}: {seconds:.2f}")
+
+
+def sh(reh, server: str, script: str, check: bool = True, timeout: float = 900) -> Any:
+    res = reh.testbed.ssh(reh.ip(server), script, timeout=timeout)
+    if check:
+        assert res.returncode == 0, f"{server}: {script}\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float) -> Any:
+    t0 = time.monotonic()
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() - t0 < timeout, f"{what}: not within {timeout:.0f} s"
+        time.sleep(1)
+
+
+def pings(reh, slug: str, since: int = 0) -> list[dict[str, Any]]:
+    return [p for p in reh.testbed.healthchecks_get("/sandbox/pings")["pings"][since:] if p["slug"] == slug]
+
+
+def ping_count(reh) -> int:
+    return len(reh.testbed.healthchecks_get("/sandbox/pings")["pings"])
+
+
+def last_ping(reh, slug: str, since: int, kinds: tuple[str, ...]) -> dict[str, Any]:
+    got = wait_for(f"a {'/'.join(kinds)} ping of {slug}",
+                   lambda: [p for p in pings(reh, slug, since) if p["kind"] in kinds], 30)  # fmt: skip
+    return got[-1]
+
+
+def report(reh, server: str = REPLICA) -> dict[str, Any]:
+    return json.loads(sh(reh, server, f"cat {REPORT}").stdout)
+
+
+def drill(reh, server: str = REPLICA) -> Any:
+    return sh(reh, server, "systemctl start pgstack-drill.service", check=False, timeout=1800)
+
+
+def scratch_gone(reh, server: str = REPLICA) -> bool:
+    return sh(reh, server, f"test ! -e {SCRATCH}", check=False).returncode == 0
+
+
+def stanza(reh) -> str:
+    s = reh.settings()
+    return s.stanza(s.active)
+
+
+def bucket_objects(reh) -> dict[str, str]:
+    s = reh.settings()
+    client = reh.testbed.s3_client()
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.backup.bucket):
+        out.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
+    return out
+
+
+def pushed_by_primary(reh) -> set[str]:
+    """The WAL files the live primary's asynchronous archiver says it pushed."""
+    log = f"/var/log/pgbackrest/{stanza(reh)}-archive-push-async.log"
+    text = sh(reh, PRIMARY, f"cat {log} 2>/dev/null || true").stdout
+    return set(re.findall(r"pushed WAL file '([0-9A-F]{24})", text))
+
+
+def flip_byte(reh, key: str) -> bytes:
+    """Flip one byte in the middle of a repository object; returns the original to put back."""
+    s = reh.settings()
+    client = reh.testbed.s3_client()
+    original = client.get_object(Bucket=s.backup.bucket, Key=key)["Body"].read()
+    assert len(original) > 64, (key, len(original))
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    client.put_object(Bucket=s.backup.bucket, Key=key, Body=bytes(damaged))
+    return original
+
+
+def put_back(reh, key: str, original: bytes) -> None:
+    s = reh.settings()
+    reh.testbed.s3_client().put_object(Bucket=s.backup.bucket, Key=key, Body=original)
+
+
+# ---- the canary ---------------------------------------------------------------------------
+
+
+def test_the_canary_is_written_on_the_primary_and_replicated(reh):
+    age = "select extract(epoch from now() - at) from public.canary where id = 1"
+    for server in (PRIMARY, REPLICA):
+        seconds = wait_for(f"a fresh canary on {server}",
+                           lambda s=server: (v := float(reh.sql(s, age, "pgstack"))) <= CANARY_SECONDS + 2 and v + 1,
+                           30)  # fmt: skip
+        FIGURES[f"canary age on {server} (s)"] = seconds - 1
+    # Only the primary writes: the replica's unit runs and leaves it alone.
+    journal = sh(reh, REPLICA, "journalctl -u pgstack-canary.service -o cat -n 50").stdout
+    assert "not written" not in journal and "read-only" not in journal, journal
+    # The monitoring role reads it (postgres_exporter's query).
+    count = reh.sql(PRIMARY, "select count(*) from information_schema.table_privileges where grantee = 'monitoring' "
+                    "and table_name = 'canary' and privilege_type = 'SELECT'", "pgstack")  # fmt: skip
+    assert count == "1", count
+
+
+# ---- a sound drill --------------------------------------------------------------------------
+
+
+def test_a_drill_on_the_replica_succeeds_without_disturbing_the_live_replica_or_the_bucket(reh):
+    db = reh.settings().database.name
+    reh.sql(PRIMARY, "create table if not exists it_drill (id serial primary key, v text)", db)
+    reh.sql(PRIMARY, "insert into it_drill (v) select md5(g::text) from generate_series(1, 5000) g", db)
+    assert sh(reh, PRIMARY, "systemctl start pgstack-backup@full.service", check=False).returncode == 0
+    time.sleep(ARCHIVE_TIMEOUT + 2)
+    before = bucket_objects(reh)
+    replica_logs = sh(reh, REPLICA, "ls -l --time-style=+%s /var/log/pgbackrest/ 2>/dev/null; "
+                      "cat /var/log/pgbackrest/*archive-push* 2>/dev/null | wc -l").stdout  # fmt: skip
+    since = ping_count(reh)
+
+    # The live replica while the drill runs: streaming, and its canary at most LIVE_LAG_BOUND old.
+    samples: list[tuple[str, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            res = sh(
+                reh, REPLICA, f"runuser -u postgres -- psql -X -At -d pgstack -c {shlex.quote(LIVE_QUERY)}", check=False
+            )
+            if res.returncode == 0 and res.stdout.strip():
+                status, age = res.stdout.split()
+                samples.append((status, float(age)))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    t0 = time.monotonic()
+    sampler.start()
+    try:
+        res = drill(reh)
+    finally:
+        stop.set()
+        sampler.join(10)
+    FIGURES["drill, systemctl start to its end (s)"] = time.monotonic() - t0
+    assert res.returncode == 0, f"the drill failed:\n{res.stdout}\n{res.stderr}\n{report(reh)}"
+    got = report(reh)
+    assert got["ok"] is True and got["failure"] is None, got
+    for field in ("restore_seconds", "recovery_seconds", "ready_seconds", "rpo_seconds"):
+        assert isinstance(got[field], (int, float)) and got[field] >= 0, (field, got)
+        FIGURES[field] = got[field]
+    assert got["ready_seconds"] >= got["restore_seconds"]
+    assert got["bytes"] > 1_000_000 and got["needed_bytes"] > got["bytes"]
+    assert got["rpo_seconds"] <= RPO_BOUND, f"RPO {got['rpo_seconds']} s over the bound {RPO_BOUND} s: {got}"
+    assert set(got["checks"]) >= {"room", "restore", "recovery", "archive", "amcheck", "canary", "tables", "checksums"}
+    assert all(c["ok"] for c in got["checks"].values()), got["checks"]
+    assert "tables of" in got["checks"]["tables"]["detail"]
+    assert scratch_gone(reh), f"{SCRATCH} is left after a successful drill"
+
+    # The live replica streamed throughout, its canary never older than the bound.
+    assert samples, "no sample of the live replica during the drill"
+    assert all(status == "streaming" for status, _ in samples), samples
+    worst = max(age for _, age in samples)
+    FIGURES["live replica's canary age during the drill, max (s)"] = worst
+    assert worst <= LIVE_LAG_BOUND, (
+        f"the live replica fell {worst:.1f} s behind during the drill (bound {LIVE_LAG_BOUND})"
+    )
+
+    # Nothing of the drill in the bucket: every new object is WAL the live primary pushed, on the
+    # live timeline; no history file (a promoted copy that archived would push one), no backup.
+    time.sleep(2)
+    new = sorted(set(bucket_objects(reh)) - set(before))
+    pushed = pushed_by_primary(reh)
+    timeline = reh.sql(PRIMARY, "select lpad(to_hex(timeline_id), 8, '0') from pg_control_checkpoint()").upper()
+    for key in new:
+        name = key.rsplit("/", 1)[-1]
+        assert "/archive/" in f"/{key}", f"the drill window wrote {key}"
+        assert not name.endswith(".history"), f"a timeline history appeared during the drill: {key}"
+        assert name[:8] == timeline, f"WAL of another timeline appeared during the drill: {key}"
+        assert name[:24] in pushed, f"{key} was not pushed by the live primary"
+    # And the drill server's own archive-push logs did not move.
+    after_logs = sh(reh, REPLICA, "ls -l --time-style=+%s /var/log/pgbackrest/ 2>/dev/null; "
+                    "cat /var/log/pgbackrest/*archive-push* 2>/dev/null | wc -l").stdout  # fmt: skip
+    push_lines = lambda text: text.strip().splitlines()[-1]  # noqa: E731
+    assert push_lines(after_logs) == push_lines(replica_logs), (replica_logs, after_logs)
+
+    # The heartbeat: start, then success with the report as the body.
+    ping = last_ping(reh, f"{REPLICA}-drill", since, ("success", "fail"))
+    assert ping["kind"] == "success", ping
+    assert json.loads(ping["body"])["rpo_seconds"] == got["rpo_seconds"]
+    assert any(p["kind"] == "start" for p in pings(reh, f"{REPLICA}-drill", since))
+    metrics = sh(reh, REPLICA, "cat /var/lib/pgstack/metrics/drill.prom").stdout
+    assert f'pgstack_drill_last_run_success{{stanza="{stanza(reh)}"}} 1' in metrics, metrics
+    for name in ("last_success_timestamp_seconds", "rpo_seconds", "restore_seconds", "ready_seconds"):
+        assert f"pgstack_drill_{name}{{" in metrics, (name, metrics)
+
+
+def test_the_drill_timer_is_on_the_replica_only(reh):
+    assert sh(reh, REPLICA, "systemctl is-enabled pgstack-drill.timer").stdout.strip() == "enabled"
+    res = sh(reh, PRIMARY, "systemctl is-enabled pgstack-drill.timer", check=False)
+    assert res.stdout.strip() != "enabled", res.stdout
+    for server in (PRIMARY, REPLICA):
+        for timer in ("pgstack-canary.timer", "pgstack-verify.timer"):
+            assert sh(reh, server, f"systemctl is-active {timer}").stdout.strip() == "active", (server, timer)
+
+
+def test_verify_succeeds_on_the_primary_and_does_nothing_on_the_replica(reh):
+    since = ping_count(reh)
+    res = sh(reh, PRIMARY, "systemctl start pgstack-verify.service", check=False, timeout=600)
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert "status: ok" in sh(reh, PRIMARY, "cat /var/lib/pgstack/verify-report.txt").stdout
+    assert last_ping(reh, f"{PRIMARY}-verify", since, ("success", "fail"))["kind"] == "success"
+    metrics = sh(reh, PRIMARY, "cat /var/lib/pgstack/metrics/verify.prom").stdout
+    assert f'pgstack_verify_last_run_success{{stanza="{stanza(reh)}"}} 1' in metrics, metrics
+    sh(reh, REPLICA, "systemctl start pgstack-verify.service")
+    assert not pings(reh, f"{REPLICA}-verify", since), "verify reported from the replica"
+
+
+# ---- damage ---------------------------------------------------------------------------------
+
+
+def newest_backup_file(reh) -> tuple[str, str]:
+    """(label, key) of the largest file of the newest backup set in the bucket."""
+    s = reh.settings()
+    info = json.loads(sh(reh, PRIMARY, f"runuser -u postgres -- pgbackrest --stanza={stanza(reh)} --output=json "
+                         "info").stdout)  # fmt: skip
+    label = info[0]["backup"][-1]["label"]
+    prefix = f"{s.backup.repo_path.strip('/')}/backup/{stanza(reh)}/{label}/"
+    client = reh.testbed.s3_client()
+    files = [o for o in client.list_objects_v2(Bucket=s.backup.bucket, Prefix=prefix + "bundle/").get("Contents", [])]
+    if not files:
+        files = [
+            o for o in client.list_objects_v2(Bucket=s.backup.bucket, Prefix=prefix + "pg_data/").get("Contents", [])
+        ]
+    assert files, f"no file of backup {label} in the bucket"
+    return label, max(files, key=lambda o: o["Size"])["Key"]
+
+
+def test_a_flipped_byte_in_a_backup_file_fails_verify_and_the_drill_naming_it(reh):
+    label, key = newest_backup_file(reh)
+    since = ping_count(reh)
+    original = flip_byte(reh, key)
+    try:
+        res = sh(reh, PRIMARY, "systemctl start pgstack-verify.service", check=False, timeout=600)
+        assert res.returncode != 0, "verify passed a damaged backup file"
+        text = sh(reh, PRIMARY, "cat /var/lib/pgstack/verify-report.txt").stdout
+        assert "status: error" in text and label in text, text
+        verify_ping = last_ping(reh, f"{PRIMARY}-verify", since, ("success", "fail"))
+        assert verify_ping["kind"] == "fail" and label in verify_ping["body"], verify_ping
+
+        res = drill(reh)
+        assert res.returncode != 0, "the drill passed a damaged backup file"
+        got = report(reh)
+        assert got["ok"] is False, got
+        failure = got["failure"]
+        # pgBackRest's error names the file it could not read: the bundle, or the file in it.
+        named = key.rsplit("/", 2)[-2:]
+        assert "restore" in failure and (key.rsplit("/", 1)[-1] in failure or label in failure
+                                         or "/".join(named) in failure or "pg_data/" in failure), failure  # fmt: skip
+        assert "ERROR" in failure, failure
+        drill_ping = last_ping(reh, f"{REPLICA}-drill", since, ("success", "fail"))
+        assert drill_ping["kind"] == "fail", drill_ping
+        assert scratch_gone(reh), f"{SCRATCH} is left after a failed drill"
+        metrics = sh(reh, REPLICA, "cat /var/lib/pgstack/metrics/drill.prom").stdout
+        assert f'pgstack_drill_last_run_success{{stanza="{stanza(reh)}"}} 0' in metrics, metrics
+        # The last success stays (and ages: DrillTooOld).
+        assert "pgstack_drill_last_success_timestamp_seconds{" in metrics
+    finally:
+        put_back(reh, key, original)
+
+
+def test_a_flipped_byte_in_a_wal_segment_fails_verify_and_the_drill_naming_it(reh):
+    s = reh.settings()
+    db = s.database.name
+    # WAL after the newest backup: the drill must replay it to reach the archive's end.
+    reh.sql(PRIMARY, "insert into it_drill (v) select md5(g::text) from generate_series(1, 2000) g", db)
+    segment = reh.sql(PRIMARY, "select pg_walfile_name(pg_current_wal_lsn())")
+    reh.sql(PRIMARY, "select pg_switch_wal()")
+    prefix = f"{s.backup.repo_path.strip('/')}/archive/{stanza(reh)}/15-1/{segment[:16]}/{segment}"
+    client = reh.testbed.s3_client()
+    found = wait_for(f"{segment} in the bucket",
+                     lambda: client.list_objects_v2(Bucket=s.backup.bucket, Prefix=prefix).get("Contents"),
+                     ARCHIVE_TIMEOUT + 20)  # fmt: skip
+    key = found[0]["Key"]
+    # Later segments exist, so the damaged one is inside what the drill must replay.
+    reh.sql(PRIMARY, "insert into it_drill (v) values ('after')", db)
+    reh.sql(PRIMARY, "select pg_switch_wal()")
+    time.sleep(ARCHIVE_TIMEOUT + 2)
+    since = ping_count(reh)
+    original = flip_byte(reh, key)
+    try:
+        res = sh(reh, PRIMARY, "systemctl start pgstack-verify.service", check=False, timeout=600)
+        assert res.returncode != 0, "verify passed a damaged WAL segment"
+        text = sh(reh, PRIMARY, "cat /var/lib/pgstack/verify-report.txt").stdout
+        assert "status: error" in text and segment in text, text
+        assert last_ping(reh, f"{PRIMARY}-verify", since, ("success", "fail"))["kind"] == "fail"
+
+        res = drill(reh)
+        assert res.returncode != 0, "the drill passed a damaged WAL segment"
+        got = report(reh)
+        assert got["ok"] is False and segment in got["failure"], got["failure"]
+        assert last_ping(reh, f"{REPLICA}-drill", since, ("success", "fail"))["kind"] == "fail"
+        assert scratch_gone(reh), f"{SCRATCH} is left after a failed drill"
+    finally:
+        put_back(reh, key, original)
+    # Sound again: the next drill succeeds.
+    assert drill(reh).returncode == 0, report(reh)
+
+
+def test_with_too_little_disk_the_drill_refuses_with_both_numbers(reh):
+    raw = reh.raw
+    reh.raw = {**raw, "pgstack:drill": json.dumps({"marginPercent": 100000})}
+    try:
+        reh.run_program("huge drill margin")
+        acted = {n for n, a in reh.runs[-1]["actions"].items() if a != "same"}
+        assert acted == {f"{PRIMARY}-drills", f"{REPLICA}-drills"}, acted
+        since = ping_count(reh)
+        res = drill(reh)
+        assert res.returncode != 0, "the drill ran with a margin of 100000%"
+        got = report(reh)
+        assert got["checks"]["room"]["ok"] is False, got
+        failure = got["failure"]
+        assert f"it needs {got['needed_bytes']} bytes" in failure, failure
+        assert f"{got['available_bytes']} bytes are available" in failure, failure
+        assert got["needed_bytes"] > got["available_bytes"]
+        assert "restore" not in got["checks"], "the drill restored despite the lack of room"
+        ping = last_ping(reh, f"{REPLICA}-drill", since, ("success", "fail"))
+        assert ping["kind"] == "fail" and str(got["needed_bytes"]) in ping["body"], ping
+        assert scratch_gone(reh)
+        journal = sh(reh, REPLICA, "journalctl -u pgstack-drill.service -o cat -n 20").stdout
+        assert "not enough room" in journal, journal
+    finally:
+        reh.raw = raw
+        reh.run_program("drill margin back")
+
+
+def test_a_second_up_changes_nothing(reh):
+    reh.run_program("second")
+    acted = {n: a for n, a in reh.runs[-1]["actions"].items() if a != "same"}
+    assert not acted, f"a second up acted on: {acted}"
