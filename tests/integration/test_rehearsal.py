@@ -449,7 +449,7 @@ def test_a_new_admin_ssh_key_reruns_nothing_that_touches_data(reh):
 # idempotent and changes nothing on a server that is as the config says.
 HARMLESS_ON_KEY_ROTATION = {
     "wait", "install", "cluster", "tls", "configure", "roles", "slots", "pgbackrest", "config", "heartbeats",
-    "exporters",
+    "exporters", "drills",
 }  # fmt: skip
 
 
