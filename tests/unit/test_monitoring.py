@@ -224,8 +224,8 @@ def test_the_watchdog_goes_only_to_the_heartbeat_and_is_never_resolved():
     conf = yaml.safe_load(_alertmanager(webhook_url=WEBHOOK, pagerduty_routing_key=ROUTING_KEY))
     watchdog = conf["route"]["routes"][0]
     assert watchdog["matchers"] == ['alertname="Watchdog"'] and watchdog["receiver"] == "watchdog"
-    # Sent at least once per period: a flush every half period re-sends it.
-    assert watchdog["repeat_interval"] == "30s" and watchdog["group_interval"] == "30s" and "continue" not in watchdog
+    # Sent twice per period: a flush every quarter period re-sends it at every second one.
+    assert watchdog["repeat_interval"] == "15s" and watchdog["group_interval"] == "15s" and "continue" not in watchdog
     (hook,) = next(r for r in conf["receivers"] if r["name"] == "watchdog")["webhook_configs"]
     assert hook["send_resolved"] is False
 
