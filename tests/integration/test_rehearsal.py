@@ -357,7 +357,9 @@ def test_timers_exist_and_the_backup_service_makes_a_backup(reh):
     after = backups(reh)
     assert len(after) == before + 1 and after[-1]["type"] == "diff", after
     # On the replica the same unit runs and does nothing: backups belong to the primary.
-    out = sh(reh, replica(reh), "systemctl start pgstack-backup@diff.service && journalctl -u pgstack-backup@diff -n 30")
+    out = sh(
+        reh, replica(reh), "systemctl start pgstack-backup@diff.service && journalctl -u pgstack-backup@diff -n 30"
+    )
     assert "standby" in out, out
     assert len(backups(reh)) == before + 1
 
