@@ -19,22 +19,7 @@ IFS= read -r role_password || true
 [[ $MONITORING_ROLE =~ ^[a-z_][a-z0-9_]*$ ]] || die "MONITORING_ROLE ${MONITORING_ROLE} is not an identifier"
 
 exporters=(prometheus-node-exporter prometheus-postgres-exporter)
-todo=()
-for pkg in "${exporters[@]}" python3-bcrypt; do
-  dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || todo+=("$pkg")
-done
-if ((${#todo[@]})); then
-  # Not started by the install: the packaged defaults listen on every address without auth.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-  chmod 755 /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  apt-get update -q >/dev/null
-  # unattended-upgrades may hold the dpkg lock on a running server: wait for it.
-  apt-get install -y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold --no-install-recommends \
-    "${todo[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
-  log "installed ${todo[*]}"
-fi
+install_unstarted "${exporters[@]}" python3-bcrypt
 getent group prometheus >/dev/null || die "the exporter packages did not create the prometheus group"
 
 dir=/etc/pgstack/exporters

@@ -11,13 +11,6 @@ source "$(dirname "$0")/lib.sh"
 # jq: the scripts read pgBackRest's JSON with it.
 packages=("${PG_PACKAGES[@]}" libpq-dev pgbackrest jq)
 
-missing() {
-  local pkg
-  for pkg in "$@"; do
-    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
-  done
-}
-
 apt_install() {
   apt-get install -y -q -o Dpkg::Options::=--force-confold --no-install-recommends "$@" >/dev/null
 }

@@ -117,3 +117,29 @@ pgbackrest_version_at_least() {
   have=$(pgbackrest version | awk '{print $2}')
   [[ $(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1) == "$want" ]]
 }
+
+# missing PKG...: the packages of the list that are not installed, one per line.
+missing() {
+  local pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
+  done
+}
+
+# install_unstarted PKG...: install the missing ones without starting their services (a
+# policy-rc.d for the install's duration): their packaged defaults may listen on every address
+# without auth, so the step configures them first and starts them itself.
+install_unstarted() {
+  local todo
+  mapfile -t todo < <(missing "$@")
+  ((${#todo[@]})) || return 0
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get update -q >/dev/null
+  # unattended-upgrades may hold the dpkg lock on a running server: wait for it.
+  apt-get install -y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold --no-install-recommends \
+    "${todo[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+  log "installed ${todo[*]}"
+}

@@ -16,26 +16,12 @@ alertmanager_yml=$(cat)
 [[ $RETENTION_DAYS =~ ^[0-9]+$ ]] || die "RETENTION_DAYS ${RETENTION_DAYS} is not a number"
 
 services=(prometheus prometheus-alertmanager)
-todo=()
-for pkg in "${services[@]}"; do
-  dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || todo+=("$pkg")
-done
-if ((${#todo[@]})); then
-  # Not started by the install: configured first, started below.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-  chmod 755 /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  apt-get update -q >/dev/null
-  apt-get install -y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold --no-install-recommends \
-    "${todo[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
-  log "installed ${todo[*]}"
-fi
+install_unstarted "${services[@]}"
 
 # Checked in a scratch copy of /etc/prometheus, where the renders' absolute paths point to the
 # new files: promtool and amtool read the files the configuration names.
 stage=$(mktemp -d)
-trap 'rm -rf "$stage"; rm -f /usr/sbin/policy-rc.d' EXIT
+trap 'rm -rf "$stage"' EXIT
 printf '%s\n' "$PROMETHEUS_YML" | sed "s|/etc/prometheus/|${stage}/|g" >"${stage}/prometheus.yml"
 printf '%s\n' "$RULES_YML" >"${stage}/pgstack.rules.yml"
 printf '%s\n' "$CA_PEM" >"${stage}/pgstack-ca.crt"
