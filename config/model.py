@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from .aws import PROTECTED_PARAMETERS, Aws
+from .data_import import Import
 from .drill import Drill
 from .fields import (
     DEFAULT_POSTGRES_VERSION,
@@ -278,6 +279,13 @@ class Cluster(Model):
         description="build this generation from another one's backups. Create-only: removing the block later "
         "never touches the restored data",
     )
+    import_: Import | None = Field(
+        default=None,
+        alias="import",
+        description="fill this generation's database from another PostgreSQL (a URL, or a dump in the bucket) "
+        "instead of starting empty, not with restore. Create-only, like restore: it runs when the generation is "
+        "created, and editing or removing the block later never runs it again",
+    )
 
 
 class Backup(Model):
@@ -509,6 +517,11 @@ class Settings(Model):
         "generates one once per stack. A repository's passphrase can never change: when a generation's stanza "
         "already exists in the bucket and this passphrase does not open it, the program stops before changing "
         "anything."
+    )
+    import_source_url: str | None = secret(
+        "Required by an import from source url, and by every import that verifies. The source database as a libpq "
+        "URL (postgres://USER:PASSWORD@HOST:5432/DATABASE, e.g. Heroku's DATABASE_URL); sslmode require or "
+        "stricter (the default require)."
     )
     replication: Replication = Field(default=Replication(), description="Streaming replication to the replicas.")
     dns: Dns | None = Field(default=None, description="Optional DNS name for the active primary.")

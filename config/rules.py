@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 
 from postgres.conf import MANAGED
+from postgres.import_source import url_problem
 from postgres.roles import CANARY_DATABASE
 
 from .aws import PROTECTED_PARAMETERS, RDS_IDENTIFIER
@@ -34,6 +35,7 @@ def check(settings: Settings, now: dt.datetime) -> None:
     _check_alerts(settings)
     _check_monitoring(settings)
     _check_drill(settings)
+    _check_imports(settings)
 
 
 def _check_clusters(settings: Settings, now: dt.datetime) -> None:
@@ -404,3 +406,63 @@ def _check_drill(settings: Settings) -> None:
             "drill", "a drill restores the pgBackRest backups, and this stack has no pgstack:backup block; add it, "
             "or remove the drill block",
         )  # fmt: skip
+
+
+def _check_imports(settings: Settings) -> None:
+    """An import fills a new hetzner generation once; what it reads must exist and be reachable by TLS."""
+    url = settings.import_source_url
+    importing = {gen: c.import_ for gen, c in settings.clusters.items() if c.import_ is not None}
+    if url is not None and importing:
+        problem = url_problem(url)
+        if problem is not None:
+            raise ConfigError("importSourceUrl", problem)
+    for gen, block in importing.items():
+        key = f"clusters.{gen}.import"
+        if settings.target != "hetzner":
+            raise ConfigError(
+                key, "target aws has no import step (RDS runs no pgstack scripts); restore the dump into RDS with "
+                "pg_restore from a bastion, or use target hetzner",
+            )  # fmt: skip
+        if settings.clusters[gen].restore is not None:
+            raise ConfigError(
+                key, "a generation is either restored from another one's backups or imported from another "
+                "database, not both; remove one of the two blocks",
+            )  # fmt: skip
+        if settings.backup is None:
+            raise ConfigError(
+                key, "the import ends with a full backup of the imported data (and a dump to import lives in the "
+                "bucket), and this stack has no pgstack:backup block; add it",
+            )  # fmt: skip
+        if block.source == "url" and url is None:
+            raise ConfigError(
+                "importSourceUrl",
+                f"{key}.source is url: set the source database's URL as a secret, "
+                "`pulumi config set --secret pgstack:importSourceUrl 'postgres://USER:PASSWORD@HOST:5432/DB'`",
+            )
+        if block.verify and url is None:
+            raise ConfigError(
+                f"{key}.verify",
+                "the verification compares row counts, sequences and checks with the source, which needs "
+                "importSourceUrl; set it, or set verify: false (a dump whose source is gone, checked by nothing)",
+            )
+        if not block.verify and block.checks:
+            raise ConfigError(f"{key}.checks", "checks run on the source too, and verify is false; remove them")
+        if block.source == "bucket":
+            if block.dump_key is None:
+                raise ConfigError(
+                    f"{key}.dumpKey", "source bucket needs the dump's key in the bucket, e.g. imports/heroku.dump"
+                )
+            if any(part in ("", ".", "..") for part in block.dump_key.strip("/").split("/")):
+                raise ConfigError(
+                    f"{key}.dumpKey", "write the key without empty, . or .. segments, e.g. imports/heroku.dump"
+                )
+            repo = settings.backup.repo_path.strip("/")
+            dump = block.dump_key.strip("/")
+            if not repo or dump == repo or dump.startswith(repo + "/"):
+                raise ConfigError(
+                    f"{key}.dumpKey",
+                    f"{block.dump_key} is inside the pgBackRest repository ({settings.backup.repo_path}); upload the "
+                    "dump next to it, e.g. imports/heroku.dump",
+                )
+        elif block.dump_key is not None:
+            raise ConfigError(f"{key}.dumpKey", "only source bucket reads a dump key; remove it, or set source: bucket")

@@ -91,6 +91,37 @@ class RestoreFrom:
 
 
 @dataclass
+class ImportInto:
+    """Fill the new primary's database from another PostgreSQL once (components/scripts/import.sh)."""
+
+    generation: str
+    database: str
+    owner: str
+    source: str  # "url" or "bucket"
+    dump_key: str | None
+    jobs: int
+    verify: bool
+    checks: list[str]
+    untrusted_extensions: list[str]
+    # Secret: the source's libpq service file entry (from importSourceUrl), or None without one.
+    service: pulumi.Output[str] | None = None
+
+    def params(self) -> dict[str, str | int]:
+        return {
+            "GENERATION": self.generation,
+            "DATABASE": self.database,
+            "OWNER": self.owner,
+            "SOURCE": self.source,
+            "DUMP_KEY": self.dump_key or "",
+            "JOBS": self.jobs,
+            "VERIFY": 1 if self.verify else 0,
+            "UNTRUSTED_EXTENSIONS": " ".join(self.untrusted_extensions),
+            "CHECK_COUNT": len(self.checks),
+            **{f"CHECK_{i + 1}": query for i, query in enumerate(self.checks)},
+        }
+
+
+@dataclass
 class ReplicaPairArgs:
     primary_ip: str
     replica_ips: list[str]
@@ -107,6 +138,7 @@ class ReplicaPairArgs:
     heartbeats: Heartbeats | None = None
     exporters: Exporters | None = None
     drills: Drills | None = None
+    import_: ImportInto | None = None
 
 
 def drill_server(drills: Drills, replica_names: list[str], primary_name: str) -> str:
@@ -210,15 +242,29 @@ class ReplicaPair(pulumi.ComponentResource):
         self.pgbackrest = None
         if backups is not None:
             self.pgbackrest = self._pgbackrest(f"{name}-primary-pgbackrest", primary, "primary", [self.slots])
+        self.imported = None
+        if args.import_ is not None:
+            if backups is None or self.pgbackrest is None:
+                raise ValueError(f"{name}: an imported generation needs the backup config (it ends with a full backup)")
+            # After the stanza exists, so the import's WAL is archived like any other; create-only,
+            # like a restore: no later edit of the block runs it again over live data.
+            imp = args.import_
+            self.imported = remote.step(
+                f"{name}-primary-import", primary.ssh, "import", {**pg, **imp.params(), "STANZA": backups.stanza},
+                self, [self.pgbackrest],
+                stdin=imp.service if imp.service is not None else "# no source URL\n",
+                create_only=True,
+            )  # fmt: skip
+        primary_last = self.imported or self.pgbackrest or self.slots
         self._heartbeats = args.heartbeats
         self._exporters = args.exporters
         self._drills = args.drills
         self._drill_server = (
             drill_server(args.drills, replica_names, f"{name}-primary") if args.drills is not None else None
         )
-        self._heartbeat(f"{name}-primary", primary, self.pgbackrest or self.slots)
-        self._exporter(f"{name}-primary", primary, self.pgbackrest or self.slots)
-        self._drill(f"{name}-primary", primary, self.pgbackrest or self.slots)
+        self._heartbeat(f"{name}-primary", primary, primary_last)
+        self._exporter(f"{name}-primary", primary, primary_last)
+        self._drill(f"{name}-primary", primary, primary_last)
         self.replicas: list[PostgresServer] = []
         for i, ip in enumerate(args.replica_ips):
             rname = replica_names[i]

@@ -13,6 +13,7 @@ from config import Settings
 from monitoring import rules as monitoring_rules
 from monitoring import server as monitoring_conf
 from postgres import conf as pgconf
+from postgres import import_source
 from postgres import pgbackrest as pgbackrest_conf
 from postgres.layout import Layout, layout
 
@@ -21,7 +22,17 @@ from .heartbeat_checks import HeartbeatChecks, HeartbeatChecksArgs, watchdog_che
 from .monitoring_server import MonitoringServer, MonitoringServerArgs
 from .postgres_server import ServerSpec
 from .private_network import PrivateNetwork, PrivateNetworkArgs
-from .replica_pair import Access, Backups, Drills, Exporters, Heartbeats, ReplicaPair, ReplicaPairArgs, RestoreFrom
+from .replica_pair import (
+    Access,
+    Backups,
+    Drills,
+    Exporters,
+    Heartbeats,
+    ImportInto,
+    ReplicaPair,
+    ReplicaPairArgs,
+    RestoreFrom,
+)
 
 
 def build_hetzner(settings: Settings) -> None:
@@ -122,6 +133,7 @@ def build_hetzner(settings: Settings) -> None:
             )
             pulumi.export(f"stanza_{gen}", backups.stanza)
         assert cluster.primary_ip is not None  # config.rules guarantees it for target hetzner
+        import_into = _import_into(settings, gen)
         clusters[gen] = ReplicaPair(
             f"{settings.stack}-{gen}",
             ReplicaPairArgs(
@@ -155,6 +167,7 @@ def build_hetzner(settings: Settings) -> None:
                 heartbeats=heartbeats,
                 exporters=exporters,
                 drills=drills,
+                import_=import_into,
             ),
         )
     if settings.monitoring.server is not None:
@@ -260,6 +273,26 @@ def _monitoring_server(
     )
     pulumi.export("monitoring_public_ip", server.server.ipv4_address)
     pulumi.export("monitoring_private_ip", server.private_ip)
+
+
+def _import_into(settings: Settings, gen: str) -> ImportInto | None:
+    block = settings.clusters[gen].import_
+    if block is None:
+        return None
+    url = settings.import_source_url
+    return ImportInto(
+        generation=gen,
+        database=settings.database.name,
+        owner=settings.roles.owner,
+        source=block.source,
+        dump_key=block.dump_key,
+        jobs=block.jobs,
+        verify=block.verify,
+        checks=list(block.checks),
+        untrusted_extensions=list(block.untrusted_extensions),
+        # Secret in, secret out: the entry holds the source's password.
+        service=pulumi.Output.secret(url).apply(import_source.service_entry) if url is not None else None,
+    )
 
 
 def watchdog_slug(settings: Settings) -> str:

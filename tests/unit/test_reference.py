@@ -90,6 +90,7 @@ def test_keys_are_derived_from_settings():
         "monitoringSmtpPassword",
         "monitoringWebhookUrl",
         "monitoringPagerdutyRoutingKey",
+        "importSourceUrl",
     }
     assert [k for k, s in config.KEYS.items() if s.sandbox_only] == ["sandbox"]
     kinds = {k: s.kind for k, s in config.KEYS.items()}
