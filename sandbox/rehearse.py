@@ -41,6 +41,7 @@ SECRET_KEYS = [
     "pgstack:alertsPingKey",
     "pgstack:alertsApiKey",
     "pgstack:monitoringWebhookUrl",
+    "pgstack:importSourceUrl",
 ]
 
 

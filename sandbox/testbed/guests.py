@@ -24,7 +24,7 @@ from pathlib import Path
 from . import cgroups
 from .errors import TestbedError
 from .mounts import mountpoints
-from .network import GUEST_IFACE, veth_up
+from .network import GUEST_IFACE, OUTSIDER_NS, OUTSIDER_VETH, veth_up
 from .processes import Processes, run, tail
 from .rootfs import Rootfs
 from .s3 import S3_DNS_NAME
@@ -40,6 +40,9 @@ class GuestSpec:
 
     name: str
     ip: str
+    # Boot in the outsider namespace, at its address outside the private subnet: a machine of the
+    # internet the servers reach (the source database an import reads, as Heroku's).
+    outsider: bool = False
 
 
 def short_name(name: str) -> str:
@@ -152,7 +155,10 @@ class Guests:
         net = self._state.load().require_network()
         subnet = ipaddress.ip_network(net.subnet)
         ip = ipaddress.ip_address(spec.ip)
-        if ip not in subnet or str(ip) in (net.gateway_ip, str(subnet.network_address)):
+        if spec.outsider:
+            if spec.ip != net.outsider_ip:
+                raise TestbedError(f"{spec.name}: an outsider guest takes the outsider's address {net.outsider_ip}")
+        elif ip not in subnet or str(ip) in (net.gateway_ip, str(subnet.network_address)):
             raise TestbedError(f"{spec.name}: {spec.ip} is not a usable address in {subnet}")
         with self._state.edit() as state:
             guests = state.guests
@@ -168,8 +174,9 @@ class Guests:
                     name=spec.name,
                     ip=spec.ip,
                     index=index,
-                    netns=f"pgs-{short_name(spec.name)}",
-                    veth=f"pgsv{index}",  # interface names: 15 characters at most
+                    netns=OUTSIDER_NS if spec.outsider else f"pgs-{short_name(spec.name)}",
+                    # interface names: 15 characters at most
+                    veth=OUTSIDER_VETH if spec.outsider else f"pgsv{index}",
                     dir=str(d),
                     merged=str(d / "merged"),
                     log=str(d / "nspawn.log"),
@@ -204,11 +211,12 @@ class Guests:
             # A guest whose nspawn died (killed, or its driver crashed) may still run: it would
             # answer ssh in place of the new boot. Nothing of an earlier boot may be left.
             cgroups.kill(guest_cgroups, spec.name, self._log)
-            veth_up(g.veth, g.netns)
             ns = g.netns
-            run(["ip", "-n", ns, "addr", "replace", f"{spec.ip}/{net.prefix}", "dev", GUEST_IFACE])
-            run(["ip", "-n", ns, "route", "replace", "default", "via", net.gateway_ip])
-            run(["ip", "-n", ns, "route", "replace", f"{net.outsider_ip}/32", "dev", GUEST_IFACE])
+            if not spec.outsider:  # the outsider's namespace is up with the network (network.py)
+                veth_up(g.veth, g.netns)
+                run(["ip", "-n", ns, "addr", "replace", f"{spec.ip}/{net.prefix}", "dev", GUEST_IFACE])
+                run(["ip", "-n", ns, "route", "replace", "default", "via", net.gateway_ip])
+                run(["ip", "-n", ns, "route", "replace", f"{net.outsider_ip}/32", "dev", GUEST_IFACE])
             self._mount_overlay(spec.name, g, rootfs)
             self._write_guest_files(spec, merged, net)
             argv = [
@@ -362,4 +370,4 @@ class Guests:
                 self._procs.stop(g.pid, g.merged, f"{name} (systemd-nspawn)", 5, sig=signal.SIGKILL)
         cgroups.kill(_cgroup_paths(g), name, self._log)
         self._log(f"{name}: powered off in {time.monotonic() - t0:.1f} s")
-        self.boot(GuestSpec(name, g.ip))
+        self.boot(GuestSpec(name, g.ip, outsider=g.netns == OUTSIDER_NS))
