@@ -40,6 +40,8 @@ def bed():
         source.start()
         FIGURES["source guest booted and filled"] = time.monotonic() - t0
         bucket = json.loads(rehearsal.raw["pgstack:backup"])["bucket"]
+        # The bucket exists from the stack's first deploy; the user uploads the dump into it.
+        testbed.create_bucket(bucket)
         source.upload_dump(bucket, DUMP_KEY)
         raw = dict(rehearsal.raw)
         for key in ("pgstack:alerts", "pgstack:monitoring"):
