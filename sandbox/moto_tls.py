@@ -12,6 +12,7 @@ Run it as a script with moto_server's own arguments, e.g.
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 import sys
 from typing import Any
@@ -32,6 +33,25 @@ def shutdown_request(self: serving.BaseWSGIServer, request: Any) -> None:
 
 
 serving.BaseWSGIServer.shutdown_request = shutdown_request  # type: ignore[method-assign,assignment]
+
+_orig_get_request = serving.BaseWSGIServer.get_request
+
+
+def get_request(self: serving.BaseWSGIServer) -> tuple[Any, Any]:
+    """Accept with Nagle's algorithm off.
+
+    Why: werkzeug writes a response in several small sends; with Nagle on, each one after the
+    first waits for the client's delayed ACK, which cost every request about 43 ms. Measured with
+    curl, a new TLS connection per PUT or GET: 47-49 ms to the last byte before, 9-24 ms with
+    TCP_NODELAY, the TLS handshake included (restore speed issue).
+    """
+    conn, addr = _orig_get_request(self)
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn, addr
+
+
+serving.BaseWSGIServer.get_request = get_request  # type: ignore[method-assign,assignment]
 
 
 def main(argv: list[str]) -> None:

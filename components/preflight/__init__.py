@@ -21,7 +21,13 @@ import pulumi
 
 from config import Settings
 
-from .backup_catalog import BackupCatalog, S3BackupCatalog, check_backup_passphrase, check_restore_windows
+from .backup_catalog import (
+    BackupCatalog,
+    S3BackupCatalog,
+    check_backup_passphrase,
+    check_restore_windows,
+    check_retirements,
+)
 from .rds import Boto3Inspector, RdsInspector, check_generations
 
 RDS_SKIP_NOTE = "note: restore window check skipped (Pulumi mocks: no AWS is reached); a real run checks it"
@@ -79,6 +85,7 @@ def _hetzner(settings: Settings, world: World, now: dt.datetime) -> list[str]:
         catalog = S3BackupCatalog.for_settings(settings)
     check_backup_passphrase(settings, catalog)
     check_restore_windows(settings, catalog, now)
+    check_retirements(settings, catalog)
     return []
 
 

@@ -332,6 +332,32 @@ def check_restore_windows(settings: Settings, catalog: BackupCatalog, now: dt.da
             )
 
 
+def check_retirements(settings: Settings, catalog: BackupCatalog) -> None:
+    """Keep a source generation protected until each generation restored from it has a full backup.
+
+    Until then the source's backups are the only way back to the restored data's history: a
+    restored generation whose first full backup failed, or has not finished, would be left
+    without any. Lifting the source's deleteProtection is the first step of retiring it, so that
+    is where this refuses. `check` runs first, so every source named here is in clusters.
+    """
+    if settings.target != "hetzner" or settings.backup is None:
+        return
+    for gen, cluster in sorted(settings.clusters.items()):
+        restore = cluster.restore
+        if restore is None or settings.clusters[restore.source].delete_protection:
+            continue
+        stanza = settings.stanza(gen)
+        if catalog.earliest_restorable(stanza) is None:
+            raise ConfigError(
+                f"clusters.{restore.source}.deleteProtection",
+                f"{restore.source} may not be retired yet: {gen}, restored from it, has no full backup of its own in "
+                f"s3://{settings.backup.bucket}{settings.backup.repo_path} (stanza {stanza}), so {restore.source}'s "
+                f"backups are still the only copy of {gen}'s history. Keep clusters.{restore.source}.deleteProtection "
+                f"true until {gen}'s first full backup is listed (pgbackrest --stanza={stanza} info on {gen}'s "
+                "primary; its first `up` starts one), then run again",
+            )
+
+
 def check_backup_passphrase(settings: Settings, catalog: BackupCatalog) -> None:
     """Refuse an adopted passphrase (backupCipherPassphrase) that does not open an existing stanza.
 

@@ -24,13 +24,15 @@ cd /
 log() { printf '[pgstack %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# wait_for SECONDS DESCRIPTION CMD...: retry CMD once a second until it succeeds.
+# wait_for SECONDS DESCRIPTION CMD...: retry CMD every 0.2 s until it succeeds. Most waits are
+# for PostgreSQL, which is ready within a fraction of a second: a 1 s poll cost up to 1 s a wait.
 wait_for() {
-  local seconds=$1 what=$2 i
+  local seconds=$1 what=$2 deadline
   shift 2
-  for ((i = 0; i < seconds; i++)); do
+  deadline=$((SECONDS + seconds))
+  while ((SECONDS < deadline)); do
     if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 1
+    sleep 0.2
   done
   die "timed out after ${seconds}s waiting for ${what}"
 }

@@ -397,3 +397,34 @@ def test_a_passed_catalog_is_used_by_load_settings(real_program, g1_backed_up):
              catalog=g1_backed_up.catalog())  # fmt: skip
     assert info.value.key == "pgstack:clusters.g2.restore.targetTime"
     assert notes == []
+
+
+# --- retiring a source generation (restore speed issue) ------------------------------------------
+
+
+def retiring_g1(cfg):
+    """g2 restored from g1 (g2's stanza exists: it has been built), and g1's protection lifted."""
+    with_g2("latest")(cfg)
+    cfg["pgstack:clusters"]["g1"]["deleteProtection"] = False
+
+
+def test_retiring_the_source_before_the_restored_generation_has_a_full_backup_is_refused(g1_backed_up):
+    g1_backed_up.stanza(G2)  # built and promoted; its first full backup has not finished
+    g1_backed_up.backup(G2, "20260531-020000F", complete=False)
+    exc = refused(retiring_g1, g1_backed_up.catalog())
+    assert exc.key == "pgstack:clusters.g1.deleteProtection", exc
+    assert "g1 may not be retired yet: g2, restored from it, has no full backup" in exc.detail, exc.detail
+    assert G2 in exc.detail
+
+
+def test_retiring_the_source_once_the_restored_generation_has_a_full_backup_is_accepted(g1_backed_up):
+    g1_backed_up.stanza(G2)
+    g1_backed_up.backup(G2, "20260531-020000F")
+    result = accepted(retiring_g1, g1_backed_up.catalog())
+    assert result.settings.clusters["g1"].delete_protection is False
+
+
+def test_a_protected_source_is_not_asked_about(g1_backed_up):
+    spy = Spy(g1_backed_up.catalog())
+    accepted(with_g2("latest"), spy)
+    assert ("earliest", G2) not in spy.asked, spy.asked
