@@ -428,3 +428,8 @@ def test_a_protected_source_is_not_asked_about(g1_backed_up):
     spy = Spy(g1_backed_up.catalog())
     accepted(with_g2("latest"), spy)
     assert ("earliest", G2) not in spy.asked, spy.asked
+
+
+def test_building_a_generation_from_an_unprotected_source_is_accepted(g1_backed_up):
+    """No stanza of g2 yet: this run builds it, and its restore step ends with its first full backup."""
+    accepted(retiring_g1, g1_backed_up.catalog())
