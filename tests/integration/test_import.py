@@ -209,23 +209,39 @@ def test_a_point_in_time_restore_to_after_the_import(bed):
         reh.raw = original
 
 
-def test_a_source_row_added_after_the_dump_fails_the_verification_naming_the_table(bed):
+def test_an_untrusted_extension_stops_the_import_until_listed_then_a_late_row_fails_the_verification(bed):
+    """One server for both refusals: the first stops before anything is restored, so the next `up` retries."""
     reh, source = bed
-    # The dump in the bucket predates this row: the verification counts the live source.
+    db = reh.settings().database.name
+    bucket = json.loads(reh.raw["pgstack:backup"])["bucket"]
+    # file_fdw is not trusted: only a superuser may create it.
+    source.psql("create extension if not exists file_fdw")
+    source.upload_dump(bucket, "imports/with-fdw.dump")
+    # Then a row the dump does not hold: the verification counts the live source.
     source.psql(f"set role {src.OWNER}; insert into billing.invoices values (5000, 1, '2026-12-01')")
+    block = {"source": "bucket", "dumpKey": "imports/with-fdw.dump"}
     clusters = json.loads(reh.raw["pgstack:clusters"])
-    clusters["g5"] = {
-        "primaryIp": "10.0.1.50",
-        "deleteProtection": False,
-        "import": {"source": "bucket", "dumpKey": DUMP_KEY},
-    }
+    clusters["g5"] = {"primaryIp": "10.0.1.50", "deleteProtection": False, "import": block}
     reh.raw = {**reh.raw, "pgstack:clusters": json.dumps(clusters)}
     with pytest.raises(CommandFailed) as info:
-        reh.run_program("import g5 from a dump older than the source")
-    assert info.value.name == "prod-g5-primary-import", info.value
+        reh.run_program("import g5: the dump needs an untrusted extension")
     message = str(info.value)
+    assert info.value.name == "prod-g5-primary-import", info.value
+    assert "extension file_fdw, which is not trusted" in message, message
+    assert "clusters.g5.import.untrustedExtensions" in message, message
+    assert reh.sql(primary("g5"), "select count(*) from pg_tables where schemaname <> 'pg_catalog' "
+                   "and schemaname <> 'information_schema'", db) == "0"  # fmt: skip
+
+    clusters["g5"]["import"] = {**block, "untrustedExtensions": ["file_fdw"]}
+    reh.raw = {**reh.raw, "pgstack:clusters": json.dumps(clusters)}
+    with pytest.raises(CommandFailed) as info:
+        reh.run_program("import g5 again, file_fdw allowed, from a dump older than the source")
+    message = str(info.value)
+    assert info.value.name == "prod-g5-primary-import", info.value
     assert "does NOT match the source" in message and "billing.invoices" in message, message
     assert f"{src.INVOICES + 1} rows in the source, {src.INVOICES} here" in message, message
     assert source.password not in message
-    # Nothing on the new server claims the import: a later up refuses to merge into its tables.
+    # The superuser made the listed extension; the tables came with the dump, as the owner's.
+    assert reh.sql(primary("g5"), "select count(*) from pg_extension where extname = 'file_fdw'", db) == "1"
+    # Nothing claims the import: a later up refuses to merge into these tables.
     assert sh(reh, primary("g5"), f"test -e {PG.data_dir}/pgstack-imported && echo yes || echo no") == "no"
