@@ -202,6 +202,10 @@ def test_a_point_in_time_restore_to_after_the_import(bed):
         t0 = time.monotonic()
         reh.run_program("restore g4 from the imported g2")
         FIGURES["up restoring g4 from the imported g2"] = time.monotonic() - t0
+        for step in reh.mocks.steps:
+            if step["resource"].startswith("prod-g4-"):
+                FIGURES[f"step {step['resource']}"] = step["seconds"]
+        print(reh.mocks.find("prod-g4-primary-restore").outputs.get("stderr", ""))
         restored = primary("g4")
         assert reh.sql(restored, "select count(*) from public.orders", db) == str(src.ORDERS)
         assert reh.sql(restored, "select string_agg(id::text, ',') from billing.invoices where id > 9000", db) == "9001"
