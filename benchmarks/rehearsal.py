@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks import deployed
+from sandbox import critical_path
 from sandbox.testbed import Testbed
 
 
@@ -38,7 +39,14 @@ def main() -> None:
     print(f"rootfs ({'built' if args.fresh_rootfs else 'cached'}): {reh.timings['rootfs']:.1f} s")
     print(f"guest boot: median {statistics.median(boots):.1f} s over {len(boots)} guests (in parallel)")
     first = reh.timings["program:first"]
-    print(f"program, first run (boot, install, configure, roles, replica, first backup): {first:.1f} s")
+    print(f"program, first run (boot, install, configure, roles, replica): {first:.1f} s")
+    print(
+        "then the first full backups, in the background (the rehearsal waits for them): "
+        f"{reh.timings.get('first-backups:first', 0.0):.1f} s"
+    )
+    print("critical path of the first run (seconds from its start):")
+    for line in critical_path.render(critical_path.critical_path([s for s in reh.steps if s["run"] == "first"])):
+        print(f"  {line}")
     print(f"health checks: {checks:.1f} s")
     print(f"program, second run (every script again, nothing changes): {second:.1f} s")
     print(f"total including set-up and teardown: {total:.1f} s")

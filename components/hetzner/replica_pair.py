@@ -275,7 +275,10 @@ class ReplicaPair(pulumi.ComponentResource):
                     "replica",
                     {"PRIMARY_IP": args.primary_ip, "SLOT": slot_name(rname)},
                     stdin=args.replicator_password,
-                    depends_on=[self.slots, *([self.pgbackrest] if self.pgbackrest else [])],
+                    # Only what pg_basebackup needs: the slot, the replication role and its pg_hba
+                    # line (both before the slots step). Not the primary's pgBackRest step: the
+                    # replica builds while the primary's first full backup runs.
+                    depends_on=[self.slots],
                 ),
                 primary_ip=args.primary_ip,
             )

@@ -29,10 +29,14 @@ newest_full_stop() {
 # The imported data counts as safe once a full backup that ended after the import holds it.
 ensure_full_backup() {
   local imported_at=$1
-  if (($(newest_full_stop) <= imported_at)); then
-    log "full backup of the imported data"
+  # Twice at most: a first start may only join the stanza's first full backup, which the
+  # pgbackrest step started in the background before the import.
+  local attempt
+  for attempt in 1 2; do
+    (($(newest_full_stop) <= imported_at)) || break
+    log "full backup of the imported data (attempt ${attempt})"
     systemctl start pgstack-backup@full.service || die "the full backup after the import failed (journalctl -u pgstack-backup@full); the data is imported, run up again to retry the backup"
-  fi
+  done
   (($(newest_full_stop) > imported_at)) || die "no full backup of ${STANZA} ended after the import"
   log "full backup of the imported data listed (ended $(date -u -d "@$(newest_full_stop)" +%FT%TZ))"
 }

@@ -99,10 +99,13 @@ fi
 backup_count() { as_postgres pgbackrest --stanza="$STANZA" --output=json info | jq "[.[0].backup[]? | select($1)] | length"; }
 existing=$(backup_count true)
 if ((existing == 0)); then
-  log "first full backup of ${STANZA}"
-  pgbr --type=full backup >/dev/null
+  # In the background, through the unit the timers use (its metrics and heartbeat included): the
+  # server is verified and writable now, and the `up` need not wait the backup's length. Until it
+  # is listed, pre-flight refuses to retire a generation this one was restored from.
+  systemctl start --no-block pgstack-backup@full.service
+  log "first full backup of ${STANZA} started in the background (pgstack-backup@full.service)"
+else
+  log "stanza ${STANZA}: $(backup_count '.type == "full"') full backup(s)"
 fi
-fulls=$(backup_count '.type == "full"')
-log "stanza ${STANZA}: ${fulls} full backup(s)"
 # The metrics show the first full backup from the first scrape on, not from the first watch.
 as_postgres env STANZA="$STANZA" /usr/local/sbin/pgstack-metrics repository >/dev/null
