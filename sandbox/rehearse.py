@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import statistics
 import string
 import subprocess
 import sys
@@ -173,6 +174,8 @@ class Check:
     name: str
     ok: bool
     detail: str
+    # The measured figures behind the line (the JSON report's raw values), when it has any.
+    value: dict[str, Any] | None = None
 
 
 @dataclass
@@ -328,8 +331,8 @@ class Rehearsal:
         assert self.mocks is not None, "the program has not run"
         return self.mocks.servers
 
-    def check(self, name: str, ok: bool, detail: str) -> bool:
-        self.checks.append(Check(name, bool(ok), detail))
+    def check(self, name: str, ok: bool, detail: str, value: dict[str, Any] | None = None) -> bool:
+        self.checks.append(Check(name, bool(ok), detail, value))
         self.echo(f"  {'PASS' if ok else 'FAIL'} {name}: {detail}")
         return bool(ok)
 
@@ -421,6 +424,175 @@ class Rehearsal:
             "PostgreSQL listens on the private IP and localhost only",
             f"{primary_ip}:5432" in listening and "0.0.0.0:5432" not in listening and "*:5432" not in listening,
             " ".join(listening.split()),
+        )
+        self.capability_checks()
+
+    def _guarded(self, name: str, fn: Any) -> None:
+        """A capability line whose measurement itself failed is a FAIL line, not a crash."""
+        try:
+            fn()
+        except Exception as exc:
+            self.check(name, False, f"{type(exc).__name__}: {exc}")
+
+    def capability_checks(self) -> None:
+        """One line per capability of the deployed stack, each with the figure it measured."""
+        s = self.settings()
+        boots = [
+            st["seconds"] for st in self.steps if st["type"].endswith("server:Server") and st["action"] == "create"
+        ]
+        self.check(
+            "servers booted",
+            bool(self.database_servers),
+            f"{len(self.servers)} servers" + (f", boot median {statistics.median(boots):.1f} s" if boots else ""),
+            {"servers": sorted(self.servers), "boot_seconds": boots},
+        )
+        self._guarded("TLS required: a plain TCP connection is refused", self._check_tls_required)
+        self._guarded("each role reaches what it may", self._check_role_reach)
+        if s.clusters[s.active].replica_ips:
+            self._guarded("replica streaming, with its slot", self._check_replica)
+        if s.backup is not None:
+            self._guarded("first full backup listed", self._check_first_backup)
+            self._guarded("a marker row's WAL reaches the bucket within archive_timeout", self._check_archive)
+            self._guarded("the backup is encrypted", self._check_encrypted)
+        if self.healthchecks is not None:
+            self._guarded("heartbeats received", self._check_heartbeats)
+
+    def _active(self) -> tuple[Any, str, str]:
+        s = self.settings()
+        active = s.clusters[s.active]
+        assert active.primary_ip is not None
+        return s, s.name(s.active, "primary"), active.primary_ip
+
+    def _check_tls_required(self) -> None:
+        s, _, ip = self._active()
+        app = s.roles.app.name
+        inside = s.name(s.active, "replica-1") if s.clusters[s.active].replica_ips else s.name(s.active, "primary")
+        r = self.probe(inside, ip, app, self.password(app), s.database.name, sslmode="disable")
+        self.check(
+            "TLS required: a plain TCP connection is refused",
+            r["tcp"] and not r["ok"] and r["sqlstate"] == "28000",
+            f"sslmode=disable from {inside}: {r.get('sqlstate')} {r.get('message')}",
+            {"sqlstate": r.get("sqlstate")},
+        )
+
+    def _check_role_reach(self) -> None:
+        s, primary, _ = self._active()
+        db = s.database.name
+        # A table of the owner's, as a migration would make it: the app writes it, reporting reads it.
+        self.sql(
+            primary,
+            f"set role {s.roles.owner}; create table if not exists public.pgstack_rehearsal (id serial primary key, "
+            "at timestamptz not null default now())",
+            db,
+        )
+        app = self.as_role(s.roles.app.name, "insert into public.pgstack_rehearsal default values returning id")
+        read = self.as_role(s.roles.reporting.name, "select count(*) from public.pgstack_rehearsal")
+        denied = self.as_role(s.roles.reporting.name, "insert into public.pgstack_rehearsal default values")
+        outsider = self.probe("outsider", self._active()[2], s.roles.app.name, self.password(s.roles.app.name), db)
+        ok = app["ok"] and read["ok"] and not denied["ok"] and denied["sqlstate"] == "42501"
+        ok = ok and outsider["tcp"] and outsider["sqlstate"] == "28000"
+        self.check(
+            "each role reaches what it may",
+            ok,
+            f"app writes ({'ok' if app['ok'] else app['message']}), reporting reads "
+            f"({'ok' if read['ok'] else read['message']}) and may not write ({denied['sqlstate']}), "
+            f"an outsider is refused ({outsider['sqlstate']})",
+            {
+                "app_write": app["ok"],
+                "reporting_read": read["ok"],
+                "reporting_write_sqlstate": denied["sqlstate"],
+                "outsider_sqlstate": outsider["sqlstate"],
+            },
+        )
+
+    def _check_replica(self) -> None:
+        _s, primary, _ = self._active()
+        row = self.sql(
+            primary,
+            "select r.state || '|' || coalesce(extract(epoch from r.replay_lag)::text, '0') || '|' || s.slot_name "
+            "|| '|' || s.active from pg_stat_replication r join pg_replication_slots s on s.active_pid = r.pid",
+        )
+        state, lag, slot, active = ([*row.split("\n")[0].split("|"), "", "", "", ""])[:4]
+        self.check(
+            "replica streaming, with its slot",
+            state == "streaming" and active == "t",
+            f"{state or 'not streaming'}, replay lag {float(lag or 0):.3f} s, slot {slot or 'none'}",
+            {"state": state, "replay_lag_seconds": float(lag or 0), "slot": slot},
+        )
+
+    def _stanza_info(self, primary: str, stanza: str) -> list[dict[str, Any]]:
+        out = self.testbed.ssh(
+            self.ip(primary), f"runuser -u postgres -- pgbackrest --stanza={stanza} --output=json info"
+        ).stdout
+        info: list[dict[str, Any]] = json.loads(out)
+        return info
+
+    def _check_first_backup(self) -> None:
+        s, primary, _ = self._active()
+        stanza = s.stanza(s.active)
+        fulls = [b for b in self._stanza_info(primary, stanza)[0].get("backup", []) if b["type"] == "full"]
+        first = fulls[0] if fulls else None
+        size = first["info"]["repository"]["delta"] if first else 0
+        seconds = first["timestamp"]["stop"] - first["timestamp"]["start"] if first else 0
+        self.check(
+            "first full backup listed",
+            first is not None,
+            f"{first['label']}: {size / 1e6:.1f} MB in the bucket, {seconds} s"
+            if first
+            else f"no full backup of {stanza}",
+            {"label": first["label"] if first else None, "repository_bytes": size, "seconds": seconds},
+        )
+
+    def _check_archive(self) -> None:
+        s, primary, _ = self._active()
+        assert s.backup is not None
+        db = s.database.name
+        walfile = self.sql(
+            primary,
+            "insert into public.pgstack_rehearsal default values; select pg_walfile_name(pg_current_wal_insert_lsn())",
+            db,
+        ).splitlines()[-1]
+        t0 = time.perf_counter()
+        bound = s.backup.archive_timeout_seconds + 10
+        archived = ""
+        while time.perf_counter() - t0 < bound + 30:
+            archived = self.sql(primary, "select coalesce(last_archived_wal, '') from pg_stat_archiver")
+            if archived >= walfile:
+                break
+            time.sleep(0.2)
+        seconds = time.perf_counter() - t0
+        self.check(
+            "a marker row's WAL reaches the bucket within archive_timeout",
+            archived >= walfile and seconds <= bound,
+            f"{walfile} archived after {seconds:.1f} s (archive_timeout {s.backup.archive_timeout_seconds} s)",
+            {
+                "segment": walfile,
+                "seconds": round(seconds, 2),
+                "archive_timeout_seconds": s.backup.archive_timeout_seconds,
+            },
+        )
+
+    def _check_encrypted(self) -> None:
+        s, _, _ = self._active()
+        assert s.backup is not None
+        key = f"{s.backup.repo_path.strip('/')}/backup/{s.stanza(s.active)}/backup.info"
+        head = self.testbed.s3_client().get_object(Bucket=s.backup.bucket, Key=key)["Body"].read(8)
+        self.check(
+            "the backup is encrypted",
+            head == b"Salted__",
+            f"s3://{s.backup.bucket}/{key} starts with {head!r} (OpenSSL's salted AES-256-CBC)",
+            {"object": key, "head": head.decode(errors="replace")},
+        )
+
+    def _check_heartbeats(self) -> None:
+        pings = self.testbed.healthchecks_get("/sandbox/pings")
+        items = pings.get("pings", pings) if isinstance(pings, dict) else pings
+        slugs = sorted({p["slug"] for p in items})
+        self.check(
+            "heartbeats received",
+            bool(slugs),
+            f"{len(items)} pings from {len(slugs)} checks",
+            {"pings": len(items), "checks": slugs},
         )
 
     @property

@@ -49,6 +49,23 @@ def test_rehearse_twice_reports_ok_and_leaves_nothing(tmp_path):
     assert any("28000" in n for n in names) and any("28P01" in n for n in names), names
     assert any("second run: 0 to change" in n for n in names), names
     assert any("every script run again changed nothing" in n for n in names), names
+    # The deploy summary shows the stack, one line per capability with its measured figure.
+    values = {c["name"]: c.get("value") for c in data["checks"]}
+    for line in (
+        "servers booted",
+        "TLS required: a plain TCP connection is refused",
+        "each role reaches what it may",
+        "replica streaming, with its slot",
+        "first full backup listed",
+        "a marker row's WAL reaches the bucket within archive_timeout",
+        "the backup is encrypted",
+        "heartbeats received",
+    ):
+        assert line in values, sorted(values)
+    assert values["first full backup listed"]["repository_bytes"] > 0, values["first full backup listed"]
+    assert values["replica streaming, with its slot"]["state"] == "streaming"
+    assert 0 < values["a marker row's WAL reaches the bucket within archive_timeout"]["seconds"] <= 20
+    assert values["TLS required: a plain TCP connection is refused"]["sqlstate"] == "28000"
     # As `pulumi up` with an unchanged config: the second run runs no command at all.
     assert [r["commands_run"] for r in data["runs"][:2]][1] == [], data["runs"][1]
     assert data["runs"][0]["counts"]["create"] == len(data["runs"][0]["actions"])
