@@ -21,7 +21,17 @@ from .heartbeat_checks import HeartbeatChecks, HeartbeatChecksArgs, watchdog_che
 from .monitoring_server import MonitoringServer, MonitoringServerArgs
 from .postgres_server import ServerSpec
 from .private_network import PrivateNetwork, PrivateNetworkArgs
-from .replica_pair import Access, Backups, Drills, Exporters, Heartbeats, ReplicaPair, ReplicaPairArgs, RestoreFrom
+from .replica_pair import (
+    Access,
+    Backups,
+    Drills,
+    Exporters,
+    Heartbeats,
+    LogicalDumps,
+    ReplicaPair,
+    ReplicaPairArgs,
+    RestoreFrom,
+)
 
 
 def build_hetzner(settings: Settings) -> None:
@@ -102,6 +112,20 @@ def build_hetzner(settings: Settings) -> None:
         heapallindexed=dr.heapallindexed,
         margin_percent=dr.margin_percent,
     )
+    lb = settings.logical_backup
+    dumps = (
+        LogicalDumps(
+            database=settings.database.name,
+            schedule=lb.schedule,
+            recipients=list(lb.recipients),
+            prefix=lb.prefix,
+            keep=lb.keep,
+            exclude_table_data=list(lb.exclude_table_data),
+            exclude_schemas=list(lb.exclude_schemas),
+        )
+        if lb is not None
+        else None
+    )
     clusters: dict[str, ReplicaPair] = {}
     for gen, cluster in settings.clusters.items():
         backups = restore = None
@@ -155,6 +179,7 @@ def build_hetzner(settings: Settings) -> None:
                 heartbeats=heartbeats,
                 exporters=exporters,
                 drills=drills,
+                logical_dumps=dumps if backups is not None else None,
             ),
         )
     if settings.monitoring.server is not None:
@@ -282,6 +307,7 @@ def _heartbeats(settings: Settings) -> tuple[Heartbeats | None, HeartbeatChecks 
             alerts=alerts,
             servers=servers,
             backups=settings.backup is not None,
+            logical_dump=settings.logical_backup is not None,
             api_key=pulumi.Output.secret(settings.alerts_api_key) if settings.alerts_api_key is not None else None,
             verify_tls=settings.sandbox.alerts_verify_tls,
             extra=(
