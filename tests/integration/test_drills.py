@@ -585,6 +585,29 @@ def test_logical_dumps_under_write_load_encrypt_leave_out_the_excluded_data_rest
     sh(reh, PRIMARY, "rm -f /tmp/dump.key /tmp/restore-dump.sh")
 
 
+def test_without_its_replica_streaming_the_primary_takes_the_logical_dump_and_a_dead_receiver_does_not_fail_it(reh):
+    """After a promotion, or with the replica down, the primary's own timer takes the dump."""
+    db = reh.settings().database.name
+    before = dump_objects(reh)
+    streaming = f"select count(*) from pg_stat_replication where application_name = '{REPLICA}' and state = 'streaming'"
+    sh(reh, REPLICA, "systemctl stop postgresql@15-main")
+    reh.testbed.healthchecks_outage(True)
+    try:
+        wait_for("the replica gone from pg_stat_replication", lambda: reh.sql(PRIMARY, streaming) == "0", 30)
+        res = sh(reh, PRIMARY, "systemctl start pgstack-logical-dump.service", check=False, timeout=600)
+        got = json.loads(sh(reh, PRIMARY, f"cat {DUMP_REPORT}").stdout)
+        assert res.returncode == 0 and got["ok"] and got["role"] == "primary", f"{got}\n{res.stderr}"
+        journal = sh(reh, PRIMARY, "journalctl -u pgstack-logical-dump.service -o cat -n 30").stdout
+        assert "logical-dump success NOT delivered" in journal, journal
+    finally:
+        reh.testbed.healthchecks_outage(False)
+        sh(reh, REPLICA, "systemctl start postgresql@15-main")
+    wait_for("the replica streaming again", lambda: reh.sql(PRIMARY, streaming) == "1", 60)
+    # Retention again: the newest two, the primary's the newest.
+    assert dump_objects(reh) == [*before[1:], f"logical/{got['file']}"], (before, dump_objects(reh))
+    assert got["file"].startswith(f"{db}-")
+
+
 def test_a_second_up_changes_nothing(reh):
     reh.run_program("second")
     acted = {n: a for n, a in reh.runs[-1]["actions"].items() if a != "same"}
