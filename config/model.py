@@ -32,6 +32,7 @@ from .fields import (
     secret,
     versions_text,
 )
+from .logical_backup import LogicalBackup
 from .monitoring import Monitoring
 
 __all__ = ["SUPPORTED_POSTGRES_VERSIONS", "Settings"]
@@ -395,6 +396,11 @@ class AlertJobs(Model):
         description="pgbackrest verify of the repository, on the primary (period: the longest gap "
         "drill.verifySchedule allows)",
     )
+    logical_dump: AlertJob = Field(
+        default=AlertJob(period_seconds=86400, grace_seconds=6 * 3600),
+        description="the scheduled logical dump (logicalBackup), on the server that takes it (period: the longest "
+        "gap logicalBackup.schedule allows)",
+    )
 
 
 class Alerts(Model):
@@ -551,6 +557,12 @@ class Settings(Model):
         description="Target hetzner, with backup. Restore drills on a schedule (the newest backup restored next "
         "to a live cluster, checked and thrown away; README, Restore drills), pgbackrest verify of the "
         "repository, and the write canary they measure the RPO with.",
+    )
+    logical_backup: LogicalBackup | None = Field(
+        default=None,
+        description="Optional, target hetzner, with backup. Scheduled logical dumps (pg_dump -Fc) of the database, "
+        "encrypted on the server with age to public keys, into the backup bucket under their own prefix, the "
+        "newest `keep` kept (README, Logical dumps). Unset: no dumps.",
     )
     monitoring: Monitoring = Field(
         default=Monitoring(),

@@ -60,6 +60,13 @@ class Thresholds(Model):
         le=31536000,
         description="the newest successful restore drill may be this old (above the longest gap drill.schedule allows)",
     )
+    logical_dump_max_age_seconds: int = Field(
+        default=2 * 86400,
+        ge=60,
+        le=31536000,
+        description="the newest successful logical dump may be this old (above the longest gap "
+        "logicalBackup.schedule allows)",
+    )
     canary_max_age_seconds: int = Field(
         default=300,
         ge=2,

@@ -36,6 +36,7 @@ def check(settings: Settings, now: dt.datetime) -> None:
     _check_monitoring(settings)
     _check_drill(settings)
     _check_imports(settings)
+    _check_logical_backup(settings)
 
 
 def _check_clusters(settings: Settings, now: dt.datetime) -> None:
@@ -456,9 +457,7 @@ def _check_imports(settings: Settings) -> None:
                 raise ConfigError(
                     f"{key}.dumpKey", "write the key without empty, . or .. segments, e.g. imports/heroku.dump"
                 )
-            repo = settings.backup.repo_path.strip("/")
-            dump = block.dump_key.strip("/")
-            if not repo or dump == repo or dump.startswith(repo + "/"):
+            if _inside("/" + block.dump_key.strip("/"), settings.backup.repo_path):
                 raise ConfigError(
                     f"{key}.dumpKey",
                     f"{block.dump_key} is inside the pgBackRest repository ({settings.backup.repo_path}); upload the "
@@ -466,3 +465,46 @@ def _check_imports(settings: Settings) -> None:
                 )
         elif block.dump_key is not None:
             raise ConfigError(f"{key}.dumpKey", "only source bucket reads a dump key; remove it, or set source: bucket")
+
+
+def _inside(path: str, parent: str) -> bool:
+    """Whether bucket path `path` is `parent` or below it (`/` is above everything)."""
+    path, parent = path.rstrip("/"), parent.rstrip("/")
+    return not parent or path == parent or path.startswith(parent + "/")
+
+
+def _check_logical_backup(settings: Settings) -> None:
+    """Dumps go to the backup bucket through pgBackRest, beside its repository, never in it.
+
+    Inside the repository path they would be files pgBackRest does not know (verify and expire
+    walk it); around it, the dumps' retention would list the repository's files.
+    """
+    lb = settings.logical_backup
+    if lb is None:
+        return
+    if settings.target != "hetzner":
+        raise ConfigError(
+            "logicalBackup",
+            "target aws is not supported yet (the dump runs on pgstack's own servers); remove the logicalBackup block",
+        )
+    if settings.backup is None:
+        raise ConfigError(
+            "logicalBackup",
+            "the dumps go to the backup bucket, and this stack has no pgstack:backup block; add it (bucket, "
+            "endpoint, region), or remove the logicalBackup block",
+        )
+    repo = settings.backup.repo_path
+    if _inside(lb.prefix, repo):
+        raise ConfigError(
+            "logicalBackup.prefix",
+            f"{lb.prefix} is inside backup.repoPath ({repo}), pgBackRest's repository; pick a prefix beside it, "
+            "e.g. /logical",
+        )
+    if _inside(repo, lb.prefix):
+        raise ConfigError(
+            "logicalBackup.prefix",
+            f"{lb.prefix} holds backup.repoPath ({repo}), so the dumps' retention would list pgBackRest's "
+            "repository; pick a prefix beside it, e.g. /logical",
+        )
+    if len(set(lb.recipients)) != len(lb.recipients):
+        raise ConfigError("logicalBackup.recipients", "lists a key twice; list each age public key once")

@@ -21,7 +21,9 @@ provide under exactly these names (every target labelled `instance` and `server`
 - textfile metrics: `pgstack_backup_last_success_timestamp_seconds{stanza,type}`,
   `pgstack_backup_last_run_success{stanza,type}` (1/0), `pgstack_archive_newest_timestamp_seconds{stanza}`,
   `pgstack_archive_wal_gap{stanza}` (1/0), `pgstack_drill_last_run_success{stanza}` (1/0),
-  `pgstack_drill_last_success_timestamp_seconds{stanza}`, `pgstack_verify_last_run_success{stanza}` (1/0).
+  `pgstack_drill_last_success_timestamp_seconds{stanza}`, `pgstack_verify_last_run_success{stanza}` (1/0),
+  `pgstack_logical_dump_last_run_success{stanza,database}` (1/0),
+  `pgstack_logical_dump_last_success_timestamp_seconds{stanza,database}`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Thresholds:
     long_transaction_seconds: int = 3600
     drill_max_age_seconds: int = 8 * 86400
     canary_max_age_seconds: int = 300
+    logical_dump_max_age_seconds: int = 2 * 86400
     runbook_url: str = "README.md"
 
     def __post_init__(self) -> None:
@@ -77,6 +80,7 @@ class Thresholds:
             "long_transaction_seconds",
             "drill_max_age_seconds",
             "canary_max_age_seconds",
+            "logical_dump_max_age_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: {getattr(self, name)} must be above 0")
@@ -299,6 +303,26 @@ def _rules(t: Thresholds) -> list[dict[str, Any]]:
             "pgbackrest verify found damage in {{ $labels.stanza }}",
             f"The last pgbackrest verify of stanza {{{{ $labels.stanza }}}}, run on {where}, failed or reported "
             "invalid files: a backup or WAL segment in the repository may not restore.",
+        ),
+        (
+            "LogicalDumpFailed",
+            "pgstack_logical_dump_last_run_success == 0",
+            0,
+            "warning",
+            "The last logical dump of {{ $labels.database }} ({{ $labels.stanza }}) failed",
+            f"The last logical dump of database {{{{ $labels.database }}}} (stanza {{{{ $labels.stanza }}}}), "
+            f"taken on {where}, failed: no new encrypted dump reached the bucket. Its report says why.",
+        ),
+        (
+            "LogicalDumpTooOld",
+            "time() - max by (stanza, database) (pgstack_logical_dump_last_success_timestamp_seconds) > "
+            f"{t.logical_dump_max_age_seconds}",
+            0,
+            "warning",
+            "The last successful logical dump of {{ $labels.database }} is {{ $value | humanizeDuration }} old",
+            "The newest successful logical dump of database {{ $labels.database }} (stanza {{ $labels.stanza }}) "
+            f"is {{{{ $value | humanizeDuration }}}} old, over the {duration(t.logical_dump_max_age_seconds)} "
+            "bound: the scheduled dumps are failing or not running.",
         ),
         (
             "CanaryStale",

@@ -1,6 +1,7 @@
 """HeartbeatChecks: the checks of every server's heartbeats, and how a server reaches them.
 
-Each server reports its jobs (alive, archive, replication, backup-full, backup-diff, drill, verify) to a
+Each server reports its jobs (alive, archive, replication, backup-full, backup-diff, drill, verify,
+logical-dump) to a
 Healthchecks-compatible service; the check of a job is `<stack>-<generation>-<server>-<job>`
 (prod-g1-primary-backup-full), so a new generation gets its own checks. With an API key, this
 component creates or updates the checks through the management API, by a pulumi-command
@@ -32,6 +33,8 @@ JOBS = {
     "backup-diff": "a differential backup failed or did not run (the primary)",
     "drill": "the restore drill failed or did not run (the drill server: the first replica, or the primary)",
     "verify": "pgbackrest verify found damage in the repository, or did not run (the primary)",
+    "logical-dump": "the logical dump failed or did not run (the first replica, or the primary while that replica "
+    "does not stream)",
 }
 
 
@@ -45,15 +48,17 @@ def job_settings(alerts: Alerts, job: str) -> AlertJob:
         "backup-diff": jobs.backup_diff,
         "drill": jobs.drill,
         "verify": jobs.verify,
+        "logical-dump": jobs.logical_dump,
     }[job]
 
 
-def server_jobs(backups: bool) -> list[str]:
+def server_jobs(backups: bool, logical_dump: bool = False) -> list[str]:
     """Every server gets every check: a job reports where it applies (archive and backups on the
     primary, replication on a standby), so after a promotion the same checks carry on. A check
     that never got a ping stays "new", and Healthchecks does not alert on it (the drill reports only
-    from the drill server)."""
-    return ["alive", "replication", *(["archive", "backup-full", "backup-diff", "drill", "verify"] if backups else [])]
+    from the drill server, the logical dump from the server that takes it)."""
+    jobs = ["alive", "replication", *(["archive", "backup-full", "backup-diff", "drill", "verify"] if backups else [])]
+    return jobs + (["logical-dump"] if backups and logical_dump else [])
 
 
 def watchdog_check(alerts: Alerts, slug: str, period_seconds: int, grace_seconds: int) -> dict[str, str | int]:
@@ -71,11 +76,15 @@ def watchdog_check(alerts: Alerts, slug: str, period_seconds: int, grace_seconds
 
 
 def checks(
-    alerts: Alerts, servers: list[str], backups: bool, extra: list[dict[str, str | int]] | None = None
+    alerts: Alerts,
+    servers: list[str],
+    backups: bool,
+    extra: list[dict[str, str | int]] | None = None,
+    logical_dump: bool = False,
 ) -> list[dict[str, str | int]]:
     out: list[dict[str, str | int]] = []
     for server in servers:
-        for job in server_jobs(backups):
+        for job in server_jobs(backups, logical_dump):
             spec = job_settings(alerts, job)
             slug = f"{server}-{job}"
             out.append(
@@ -99,12 +108,13 @@ class HeartbeatChecksArgs:
     api_key: pulumi.Input[str] | None  # secret; None: the checks are made by hand
     verify_tls: bool = True
     extra: list[dict[str, str | int]] | None = None  # checks of no database server (the Watchdog)
+    logical_dump: bool = False  # the logicalBackup block is set
 
 
 class HeartbeatChecks(pulumi.ComponentResource):
     def __init__(self, name: str, args: HeartbeatChecksArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pgstack:heartbeat_checks:HeartbeatChecks", name, None, opts)
-        self.checks = checks(args.alerts, args.servers, args.backups, args.extra)
+        self.checks = checks(args.alerts, args.servers, args.backups, args.extra, args.logical_dump)
         self.command: command.local.Command | None = None
         if args.api_key is not None:
             api_url = args.alerts.api_url

@@ -85,6 +85,19 @@ class Drills:
 
 
 @dataclass
+class LogicalDumps:
+    """Scheduled, age-encrypted logical dumps into the bucket (components/scripts/logical_dump.sh)."""
+
+    database: str
+    schedule: str
+    recipients: list[str]  # age public keys: the servers can encrypt, never decrypt
+    prefix: str  # in the bucket, beside pgBackRest's repository path
+    keep: int
+    exclude_table_data: list[str] = field(default_factory=list)
+    exclude_schemas: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RestoreFrom:
     source_stanza: str
     target: str  # ISO 8601 with a time zone, or "latest"
@@ -139,6 +152,7 @@ class ReplicaPairArgs:
     exporters: Exporters | None = None
     drills: Drills | None = None
     import_: ImportInto | None = None
+    logical_dumps: LogicalDumps | None = None  # needs backups (the bucket, through pgBackRest)
 
 
 def drill_server(drills: Drills, replica_names: list[str], primary_name: str) -> str:
@@ -262,9 +276,17 @@ class ReplicaPair(pulumi.ComponentResource):
         self._drill_server = (
             drill_server(args.drills, replica_names, f"{name}-primary") if args.drills is not None else None
         )
+        if args.logical_dumps is not None and backups is None:
+            raise ValueError(f"{name}: logical dumps go to the bucket through pgBackRest, and there are no backups")
+        self._logical_dumps = args.logical_dumps
+        # The standby that dumps: the first replica. The primary's timer runs too and dumps only
+        # while that standby does not stream from it (bin/pgstack-logical-dump).
+        self._dump_standby = replica_names[0] if replica_names else ""
+        self._dump_timers = {f"{name}-primary", *replica_names[:1]}
         self._heartbeat(f"{name}-primary", primary, primary_last)
         self._exporter(f"{name}-primary", primary, primary_last)
         self._drill(f"{name}-primary", primary, primary_last)
+        self._logical_dump(f"{name}-primary", primary, primary_last)
         self.replicas: list[PostgresServer] = []
         for i, ip in enumerate(args.replica_ips):
             rname = replica_names[i]
@@ -288,6 +310,7 @@ class ReplicaPair(pulumi.ComponentResource):
             self._heartbeat(rname, replica, last)
             self._exporter(rname, replica, last)
             self._drill(rname, replica, last)
+            self._logical_dump(rname, replica, last)
             self.replicas.append(replica)
         self.stanza = stanza
         self.register_outputs(
@@ -357,6 +380,26 @@ class ReplicaPair(pulumi.ComponentResource):
             "MARGIN_PERCENT": dr.margin_percent,
         }
         remote.step(f"{server_name}-drills", target.ssh, "drills", params, self, [after])
+
+    def _logical_dump(self, server_name: str, target: PostgresServer, after: pulumi.Resource) -> None:
+        """The dump program on every server (so `systemctl start` takes one anywhere); its timer on the
+        primary and the first replica, which decide at run time which of them dumps."""
+        ld = self._logical_dumps
+        if ld is None:
+            return
+        params: dict[str, str | int] = {
+            **self._pg,
+            "DATABASE": ld.database,
+            "PREFIX": ld.prefix,
+            "KEEP": ld.keep,
+            "RECIPIENTS": " ".join(ld.recipients),
+            "LOGICAL_SCHEDULE": ld.schedule,
+            "EXCLUDE_TABLE_DATA": " ".join(ld.exclude_table_data),
+            "EXCLUDE_SCHEMAS": " ".join(ld.exclude_schemas),
+            "DUMP_TIMER": 1 if server_name in self._dump_timers else 0,
+            "DUMP_STANDBY": self._dump_standby,
+        }
+        remote.step(f"{server_name}-logical-dump", target.ssh, "logical_dump", params, self, [after])
 
     def _pgbackrest(
         self, name: str, target: PostgresServer, mode: str, depends_on: list[pulumi.Resource]

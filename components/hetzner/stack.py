@@ -29,6 +29,7 @@ from .replica_pair import (
     Exporters,
     Heartbeats,
     ImportInto,
+    LogicalDumps,
     ReplicaPair,
     ReplicaPairArgs,
     RestoreFrom,
@@ -113,6 +114,20 @@ def build_hetzner(settings: Settings) -> None:
         heapallindexed=dr.heapallindexed,
         margin_percent=dr.margin_percent,
     )
+    lb = settings.logical_backup
+    dumps = (
+        LogicalDumps(
+            database=settings.database.name,
+            schedule=lb.schedule,
+            recipients=list(lb.recipients),
+            prefix=lb.prefix,
+            keep=lb.keep,
+            exclude_table_data=list(lb.exclude_table_data),
+            exclude_schemas=list(lb.exclude_schemas),
+        )
+        if lb is not None
+        else None
+    )
     clusters: dict[str, ReplicaPair] = {}
     for gen, cluster in settings.clusters.items():
         backups = restore = None
@@ -168,6 +183,7 @@ def build_hetzner(settings: Settings) -> None:
                 exporters=exporters,
                 drills=drills,
                 import_=import_into,
+                logical_dumps=dumps if backups is not None else None,
             ),
         )
     if settings.monitoring.server is not None:
@@ -315,6 +331,7 @@ def _heartbeats(settings: Settings) -> tuple[Heartbeats | None, HeartbeatChecks 
             alerts=alerts,
             servers=servers,
             backups=settings.backup is not None,
+            logical_dump=settings.logical_backup is not None,
             api_key=pulumi.Output.secret(settings.alerts_api_key) if settings.alerts_api_key is not None else None,
             verify_tls=settings.sandbox.alerts_verify_tls,
             extra=(

@@ -326,7 +326,7 @@ def test_the_new_scripts_pass_shellcheck():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_the_heartbeat_sends_a_body_file_for_drill_and_verify_only():
+def test_the_heartbeat_sends_a_body_file_for_drill_verify_and_the_logical_dump_only():
     hb = (DIR / "bin" / "pgstack-heartbeat").read_text()
-    assert "  send)\n" in hb and "[[ $check =~ ^(drill|verify)$ ]]" in hb
+    assert "  send)\n" in hb and "[[ $check =~ ^(drill|verify|logical-dump)$ ]]" in hb
     assert 'body=$(head -c 10000 "$4"' in hb

@@ -70,7 +70,7 @@ def test_the_render_holds_every_alert_once_under_its_header():
     text = render(Thresholds())
     assert text.startswith("# Rendered by pgstack") and "(python -m monitoring.rules --write)" in text
     assert list(rendered(Thresholds())) == list(ALERTS)
-    assert len(set(ALERTS)) == len(ALERTS) == 21
+    assert len(set(ALERTS)) == len(ALERTS) == 23
 
 
 def test_changed_thresholds_show_up_in_the_render():
@@ -116,6 +116,8 @@ def test_alerts_without_a_hold_have_no_for():
         "DrillFailed",
         "DrillTooOld",
         "VerifyFailed",
+        "LogicalDumpFailed",
+        "LogicalDumpTooOld",
         "Watchdog",
     }
     # for_seconds=0 means at once, and Prometheus reads a missing `for` so.

@@ -35,6 +35,8 @@ SAMPLE = {
     "CANARY_INTERVAL": "5s",
     "DRILL_SCHEDULE": "Sun *-*-* 05:00:00",
     "VERIFY_SCHEDULE": "Wed *-*-* 05:00:00",
+    "LOGICAL_SCHEDULE": "*-*-* 03:30:00",
+    "DATABASE": "hcb_production",
 }
 PGBACKREST_PARAMS = {
     "PG_VERSION": 15,
