@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p_reh.add_argument("--keep", action="store_true", help="leave the guests running (then: sandbox down)")
     p_reh.add_argument("--twice", action="store_true", help="run the program a second time: nothing may change")
     p_reh.add_argument("--reboot", action="store_true", help="also reboot the guests and check PostgreSQL is back")
-    p_reh.add_argument("--scenario", default="deploy", help="deploy (default) or pitr")
+    p_reh.add_argument("--scenario", default="deploy", help="deploy (default), pitr, import; list: what each shows")
     p_reh.add_argument("--report", type=Path, help="write the JSON report here")
     sub.add_parser("down", help="tear down what a --keep rehearsal left running")
     args = parser.parse_args(argv)

@@ -683,6 +683,11 @@ class Rehearsal:
 
 
 def main(args) -> int:
+    if args.scenario == "list":
+        from . import scenarios
+
+        print(scenarios.listing())
+        return 0
     if os.geteuid() != 0:
         print("error: the rehearsal needs root (network namespaces, systemd-nspawn)", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Rehearsal scenarios beyond the deploy: `--scenario pitr`.
+"""Rehearsal scenarios beyond the deploy: `--scenario NAME` (`--scenario list` lists them).
 
 pitr: marked rows at T0 < T1 < T2, the WAL holding T2 archived; then the stack config gets a
 new generation restored to T1 and the program runs again; the restored server must hold exactly
@@ -20,10 +20,13 @@ TABLE = "pgstack_pitr_marks"
 
 
 def run(name: str, reh) -> None:
-    if name == "pitr":
-        pitr(reh)
-    else:
-        raise SystemExit(f"unknown scenario {name!r}; known: pitr")
+    if name not in SCENARIOS:
+        raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)} (or list)")
+    SCENARIOS[name][0](reh)
+
+
+def listing() -> str:
+    return "\n".join(f"{name:<8} {what}" for name, (_, what) in SCENARIOS.items())
 
 
 def _edit(raw: dict[str, Any], key: str, fn) -> dict[str, Any]:
@@ -40,10 +43,10 @@ def next_generation(reh) -> str:
     return "g" + str(max(int(g[1:]) for g in names if g[1:].isdigit()) + 1)
 
 
-def free_ip(reh) -> str:
-    """A subnet address no generation in the config and no running guest uses."""
+def free_ip(reh, also_taken: frozenset[str] = frozenset()) -> str:
+    """A subnet address no generation in the config, no running guest and none of also_taken uses."""
     settings = reh.settings()
-    used = set(reh.testbed.guests().values())
+    used = set(reh.testbed.guests().values()) | set(also_taken)
     for c in settings.clusters.values():
         used |= {c.primary_ip, *c.replica_ips}
     subnet = ipaddress.ip_network(settings.hetzner.subnet_cidr)
@@ -167,3 +170,85 @@ def pitr(reh) -> dict[str, Any]:
         f"records: {[r.inputs.get('records') for r in records]}, primary_private_ip={active_ip}",
     )
     return {"t1": t1, "expected": expected, "restored": restored, "at": dt.datetime.now(dt.UTC).isoformat()}
+
+
+DUMP_KEY = "imports/heroku.dump"
+
+
+def import_database(reh, clusters_only: bool = False) -> Any:
+    """Seed 000's move off Heroku, by config: one generation imported from the source's URL, one from
+    a dump uploaded to the bucket, both verified against the source in one `up`.
+
+    The source is a Heroku-like guest outside the private network (sandbox/source_database.py).
+    After a deploy the two generations are added next to the running one; with clusters_only
+    (a bed of its own, nothing deployed yet) they are the stack's only generations.
+    Returns the source, for the checks that follow.
+    """
+    from . import source_database as src
+    from .rehearse import OUTSIDER_IP
+
+    t0 = time.perf_counter()
+    source = src.SourceDatabase(reh.testbed, OUTSIDER_IP)
+    source.start()
+    reh.timings["import:source booted and filled"] = time.perf_counter() - t0
+    bucket = json.loads(reh.raw["pgstack:backup"])["bucket"]
+    # The bucket exists from the stack's first deploy; the user uploads the dump into it.
+    reh.testbed.create_bucket(bucket)
+    t0 = time.perf_counter()
+    size = source.upload_dump(bucket, DUMP_KEY)
+    reh.timings["import:dump uploaded"] = time.perf_counter() - t0
+    checks = [f"select full_name from users where id = {src.CHECK_ID}"]
+    block = {"jobs": 2, "checks": checks}
+    if clusters_only:
+        by_url, from_bucket = "g2", "g3"
+        ips = ["10.0.1.20", "10.0.1.30"]
+    else:
+        by_url = next_generation(reh)
+        from_bucket = f"g{int(by_url[1:]) + 1}"
+        ips = [free_ip(reh)]
+        ips.append(free_ip(reh, frozenset(ips)))
+    new = {
+        by_url: {"primaryIp": ips[0], "deleteProtection": False, "import": {"source": "url", **block}},
+        from_bucket: {
+            "primaryIp": ips[1],
+            "deleteProtection": False,
+            "import": {"source": "bucket", "dumpKey": DUMP_KEY, **block},
+        },
+    }
+    reh.raw = _edit(reh.raw, "pgstack:clusters", lambda c: new if clusters_only else {**c, **new})
+    if clusters_only:
+        reh.raw = {**reh.raw, "pgstack:active": by_url}
+    reh.raw = {**reh.raw, "pgstack:importSourceUrl": source.url}
+    t0 = time.perf_counter()
+    reh.run_program(f"import {by_url} by url and {from_bucket} from the bucket")
+    reh.timings["import:up"] = time.perf_counter() - t0
+    s = reh.settings()
+    db = s.database.name
+    for gen in (by_url, from_bucket):
+        primary = s.name(gen, "primary")
+        report = reh.testbed.ssh(reh.ip(primary), "cat /var/lib/pgstack/import-report.txt").stdout
+        rows = {t: reh.sql(primary, f"select count(*) from {t}", db) for t in ("public.users", "public.orders")}
+        source_rows = {t: source.psql(f"select count(*) from {t}") for t in rows}
+        reh.check(
+            f"{gen}: every table's rows as on the source, the check query the same",
+            rows == source_rows and "MISMATCH" not in report and "check 1: the same on both" in report,
+            f"{', '.join(f'{t} {n}' for t, n in rows.items())} (source {source_rows}); "
+            f"{reh.timings['import:up']:.1f} s for the up of both",
+            {"rows": rows, "source_rows": source_rows, "up_seconds": round(reh.timings["import:up"], 2)},
+        )
+        imported_at = reh.testbed.ssh(reh.ip(primary), f"cut -d' ' -f1 {PG.data_dir}/pgstack-imported").stdout
+        info = reh._stanza_info(primary, s.stanza(gen))
+        stops = [b["timestamp"]["stop"] for b in info[0].get("backup", []) if b["type"] == "full"]
+        reh.check(
+            f"{gen}: a full backup ended after the import",
+            imported_at.strip().isdigit() and any(stop > int(imported_at) for stop in stops),
+            f"imported at {imported_at.strip() or 'never'}, full backups ending {stops}",
+            {"imported_at": imported_at.strip(), "full_backup_stops": stops, "dump_bytes": size},
+        )
+    return source
+
+
+SCENARIOS = {
+    "pitr": (pitr, "rows marked at T0 < T1 < T2, a new generation restored to T1, checked, then the cutover"),
+    "import": (import_database, "a Heroku-like source imported by URL and from a dump in the bucket, verified"),
+}

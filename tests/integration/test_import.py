@@ -13,14 +13,15 @@ import time
 
 import pytest
 
+from sandbox import scenarios
 from sandbox import source_database as src
-from sandbox.rehearse import OUTSIDER_IP, PG, CommandFailed, Rehearsal
+from sandbox.rehearse import PG, CommandFailed, Rehearsal
 from sandbox.testbed import Testbed
 from tests.conftest import require_root_or_fail
 
 pytestmark = pytest.mark.integration
 
-DUMP_KEY = "imports/heroku.dump"
+DUMP_KEY = scenarios.DUMP_KEY
 CHECK = f"select full_name from users where id = {src.CHECK_ID}"
 URL_GEN, BUCKET_GEN = "g2", "g3"
 TABLES = {"public.users": src.USERS, "public.orders": src.ORDERS, "billing.invoices": src.INVOICES}
@@ -35,34 +36,14 @@ def bed():
     rehearsal = Rehearsal("prod", testbed)
     try:
         rehearsal.prepare()
-        source = src.SourceDatabase(testbed, OUTSIDER_IP)
-        t0 = time.monotonic()
-        source.start()
-        FIGURES["source guest booted and filled"] = time.monotonic() - t0
-        bucket = json.loads(rehearsal.raw["pgstack:backup"])["bucket"]
-        # The bucket exists from the stack's first deploy; the user uploads the dump into it.
-        testbed.create_bucket(bucket)
-        source.upload_dump(bucket, DUMP_KEY)
-        raw = dict(rehearsal.raw)
+        # The bed of its own: no g1, no monitoring server, no heartbeats; the scenario's generations only.
         for key in ("pgstack:alerts", "pgstack:monitoring"):
-            raw.pop(key, None)
-        block = {"jobs": 2, "checks": [CHECK]}
-        raw["pgstack:clusters"] = json.dumps(
-            {
-                URL_GEN: {"primaryIp": "10.0.1.20", "deleteProtection": False, "import": {"source": "url", **block}},
-                BUCKET_GEN: {
-                    "primaryIp": "10.0.1.30",
-                    "deleteProtection": False,
-                    "import": {"source": "bucket", "dumpKey": DUMP_KEY, **block},
-                },
-            }
-        )
-        raw["pgstack:active"] = URL_GEN
-        raw["pgstack:importSourceUrl"] = source.url
-        rehearsal.raw = raw
-        t0 = time.monotonic()
-        rehearsal.run_program("import g2 by url and g3 from the bucket")
-        FIGURES["up importing two generations"] = time.monotonic() - t0
+            rehearsal.raw.pop(key, None)
+        source = scenarios.import_database(rehearsal, clusters_only=True)
+        for what in ("source booted and filled", "up"):
+            FIGURES[f"import scenario: {what}"] = rehearsal.timings[f"import:{what}"]
+        failed = [c for c in rehearsal.checks if not c.ok]
+        assert not failed, failed
         yield rehearsal, source
     finally:
         testbed.down()
