@@ -248,7 +248,46 @@ def import_database(reh, clusters_only: bool = False) -> Any:
     return source
 
 
+def rotate(reh, key: str = "reporting") -> dict[str, Any]:
+    """The rotation runbook (README, Roles): bump roles.<key>.passwordVersion and run up.
+
+    The new password works at once, the old one is refused (28P01), and the new one is in the
+    stack's output, marked secret (the reporting role's replica_database_url, the app's
+    database_url).
+    """
+    s = reh.settings()
+    role = getattr(s.roles, key).name
+    old = reh.password(role)
+    roles = json.loads(reh.raw["pgstack:roles"])
+    entry = roles.setdefault(key, {"name": role})
+    entry["passwordVersion"] = entry.get("passwordVersion", 1) + 1
+    reh.raw = {**reh.raw, "pgstack:roles": json.dumps(roles)}
+    t0 = time.perf_counter()
+    reh.run_program(f"rotate {role}")
+    reh.timings[f"rotate:{role}"] = time.perf_counter() - t0
+    new = reh.password(role)
+    works = reh.as_role(role, "select 1", password=new)
+    refused = reh.as_role(role, "select 1", password=old)
+    reh.check(
+        f"rotate {role}: the new password works, the old one is refused",
+        new != old and works["ok"] and not refused["ok"] and refused["sqlstate"] == "28P01",
+        f"up in {reh.timings[f'rotate:{role}']:.1f} s; new: {'ok' if works['ok'] else works['message']}, "
+        f"old: {refused['sqlstate']}",
+        {"up_seconds": round(reh.timings[f"rotate:{role}"], 2), "old_sqlstate": refused["sqlstate"]},
+    )
+    output = {"reporting": "replica_database_url", "app": "database_url"}.get(key)
+    if output is not None and output in reh.result.outputs:
+        url = str(reh.result.outputs[output])
+        reh.check(
+            f"rotate {role}: the stack output {output} carries the new password, marked secret",
+            new in url and old not in url and output in reh.result.secret_outputs,
+            f"pulumi stack output --show-secrets {output}",
+        )
+    return {"role": role, "old": old, "new": new}
+
+
 SCENARIOS = {
     "pitr": (pitr, "rows marked at T0 < T1 < T2, a new generation restored to T1, checked, then the cutover"),
     "import": (import_database, "a Heroku-like source imported by URL and from a dump in the bucket, verified"),
+    "rotate": (rotate, "the reporting role's password rotated by config: the old one refused, the new one output"),
 }

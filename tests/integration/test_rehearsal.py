@@ -15,6 +15,7 @@ import zlib
 
 import pytest
 
+from sandbox import scenarios
 from sandbox.rehearse import PG, Rehearsal
 from sandbox.testbed import Testbed
 from tests.conftest import REPO as REPO_ROOT
@@ -411,20 +412,11 @@ def test_reboot_brings_postgres_back_on_the_private_ip(reh):
 
 
 def test_password_rotation(reh):
-    s = reh.settings()
-    role = s.roles.reporting.name
-    old = reh.password(role)
-    raw = dict(reh.raw)
-    roles = json.loads(raw["pgstack:roles"])
-    roles["reporting"]["passwordVersion"] = roles["reporting"].get("passwordVersion", 1) + 1
-    raw["pgstack:roles"] = json.dumps(roles)
-    reh.raw = raw
-    reh.run_program("rotate reporting")
-    new = reh.password(role)
-    assert new != old
-    assert reh.as_role(role, "select 1", password=new)["ok"]
-    r = reh.as_role(role, "select 1", password=old)
-    assert not r["ok"] and r["sqlstate"] == "28P01", r
+    # The `rotate` scenario, as a user practises it (--scenario rotate).
+    checks = new_checks(reh, lambda: scenarios.rotate(reh))
+    assert_checks(checks)
+    assert len(checks) == 2, [c.name for c in checks]
+    role = reh.settings().roles.reporting.name
     # Memberships, not grants: the rotated role still reads.
     assert reh.as_role(role, "select count(*) from it_owned")["ok"]
     assert_no_secret_in_postgres_logs(reh)
@@ -513,7 +505,6 @@ def test_object_store_outage_drops_wal_within_the_queue_then_rebases_backups(reh
     dead store runs about 8 x the archive-push io-timeout first: the queue may overshoot by what
     is written meanwhile (here a burst), but it never accumulates across bursts.
     """
-    from sandbox import scenarios
 
     s = reh.settings()
     db = s.database.name
@@ -625,7 +616,6 @@ def commit_time(reh, server: str, xid: str, since_lsn: str) -> dt.datetime:
 
 def test_restore_targets_hold_to_the_microsecond(reh):
     """A target at a commit's own time holds it; one microsecond before does not."""
-    from sandbox import scenarios
 
     s = reh.settings()
     db, source = s.database.name, primary(reh)
@@ -665,14 +655,12 @@ def test_restore_targets_hold_to_the_microsecond(reh):
 
 
 def test_pitr_scenario(reh):
-    from sandbox import scenarios
 
     assert_checks(new_checks(reh, lambda: scenarios.pitr(reh)))
 
 
 def test_restore_to_an_unreachable_target_fails_loudly_and_stays_stopped(reh):
     """The target lies after the last archived WAL: recovery cannot reach it, and must say so."""
-    from sandbox import scenarios
     from sandbox.rehearse import CommandFailed
 
     s = reh.settings()
@@ -706,7 +694,6 @@ def test_restore_to_an_unreachable_target_fails_loudly_and_stays_stopped(reh):
 def test_promotion_after_a_crash_loses_at_most_the_replication_lag(reh):
     """kill -9 of a primary under a steady write load, then promotion of its replica: the newest row
     on the new primary is younger than the kill by no more than the replication lag (< 1 s)."""
-    from sandbox import scenarios
 
     s = reh.settings()
     db = s.database.name
