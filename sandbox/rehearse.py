@@ -510,12 +510,12 @@ class Rehearsal:
         row = self.sql(
             primary,
             "select r.state || '|' || coalesce(extract(epoch from r.replay_lag)::text, '0') || '|' || s.slot_name "
-            "|| '|' || s.active from pg_stat_replication r join pg_replication_slots s on s.active_pid = r.pid",
+            "|| '|' || s.active::text from pg_stat_replication r join pg_replication_slots s on s.active_pid = r.pid",
         )
         state, lag, slot, active = ([*row.split("\n")[0].split("|"), "", "", "", ""])[:4]
         self.check(
             "replica streaming, with its slot",
-            state == "streaming" and active == "t",
+            state == "streaming" and active == "true",
             f"{state or 'not streaming'}, replay lag {float(lag or 0):.3f} s, slot {slot or 'none'}",
             {"state": state, "replay_lag_seconds": float(lag or 0), "slot": slot},
         )

@@ -12,11 +12,13 @@ import datetime as dt
 import ipaddress
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from .rehearse import PG
 
 TABLE = "pgstack_pitr_marks"
+PROMOTE_RUNBOOK = Path(__file__).resolve().parent.parent / "runbooks" / "promote-replica.sh"
 
 
 def run(name: str, reh) -> None:
@@ -286,8 +288,69 @@ def rotate(reh, key: str = "reporting") -> dict[str, Any]:
     return {"role": role, "old": old, "new": new}
 
 
+def promote(reh) -> dict[str, Any]:
+    """Losing the primary (README, Losing the primary): a generation of its own (restored from the
+    active one, with a replica), its primary killed (SIGKILL) under a steady insert load, then
+    runbooks/promote-replica.sh on the replica. Counts the rows acknowledged before the kill that
+    the new primary has, and how much older than the kill its newest row is (the data lost).
+    """
+    s = reh.settings()
+    db = s.database.name
+    gen = next_generation(reh)
+    ip_primary = free_ip(reh)
+    reh.raw = _edit(
+        reh.raw,
+        "pgstack:clusters",
+        lambda c: {**c, gen: {"primaryIp": ip_primary, "restore": {"from": s.active, "targetTime": "latest"}}},
+    )
+    reh.run_program(f"{gen} for the promotion")
+    ip_replica = free_ip(reh)
+    reh.raw = _edit(reh.raw, "pgstack:clusters", lambda c: {**c, gen: {**c[gen], "replicaIps": [ip_replica]}})
+    reh.run_program(f"{gen} gets a replica")
+    new_s = reh.settings()
+    old, new = new_s.name(gen, "primary"), new_s.name(gen, "replica-1")
+    reh.sql(
+        old,
+        "create table pgstack_promote_marks (id bigserial primary key, "
+        "at timestamptz not null default clock_timestamp())",
+        db,
+    )
+    load = (
+        "cd /; echo 'insert into pgstack_promote_marks default values;' > /tmp/crash.sql; "
+        f"(runuser -u postgres -- pgbench -n -c 2 -T 30 -f /tmp/crash.sql {db} > /dev/null 2>&1 &) ; sleep 4; "
+        "lag=$(runuser -u postgres -- psql -X -At -c "
+        "'select coalesce(extract(epoch from replay_lag), 0) from pg_stat_replication'); "
+        f'killed=$(date -u +%s.%N); systemctl kill -s KILL {PG.unit}; echo "$lag $killed"'
+    )
+    res = reh.testbed.ssh(reh.ip(old), load)
+    if res.returncode != 0:
+        raise RuntimeError(f"{old}: the write load and the kill failed: {res.stderr}")
+    lag, killed = res.stdout.split()
+    t0 = time.perf_counter()
+    promoted = reh.testbed.ssh(reh.ip(new), PROMOTE_RUNBOOK.read_text())
+    promote_seconds = time.perf_counter() - t0
+    reh.check(f"{new}: promoted by the runbook", promoted.returncode == 0, promoted.stderr[-500:].strip())
+    newest = float(reh.sql(new, "select coalesce(extract(epoch from max(at)), 0) from pgstack_promote_marks", db))
+    rows = int(reh.sql(new, "select count(*) from pgstack_promote_marks", db))
+    lost = float(killed) - newest
+    reh.check(
+        f"{new}: the rows acknowledged before the kill, but for the replication lag",
+        promoted.returncode == 0 and rows > 0 and lost < 1.0,
+        f"{rows} rows; the newest is {lost:.3f} s older than the kill (replay lag then {float(lag):.3f} s); "
+        f"promotion took {promote_seconds:.1f} s",
+        {
+            "rows": rows,
+            "lost_seconds": round(lost, 3),
+            "replay_lag_seconds": float(lag),
+            "promote_seconds": round(promote_seconds, 2),
+        },
+    )
+    return {"old": old, "new": new}
+
+
 SCENARIOS = {
     "pitr": (pitr, "rows marked at T0 < T1 < T2, a new generation restored to T1, checked, then the cutover"),
     "import": (import_database, "a Heroku-like source imported by URL and from a dump in the bucket, verified"),
+    "promote": (promote, "a primary killed under writes, its replica promoted by the runbook, the data lost measured"),
     "rotate": (rotate, "the reporting role's password rotated by config: the old one refused, the new one output"),
 }
