@@ -456,6 +456,8 @@ class Rehearsal:
             self._guarded("the backup is encrypted", self._check_encrypted)
         if self.healthchecks is not None:
             self._guarded("heartbeats received", self._check_heartbeats)
+        if s.monitoring.server is not None:
+            self._guarded("every exporter scraped by the monitoring server", self._check_scraped)
 
     def _active(self) -> tuple[Any, str, str]:
         s = self.settings()
@@ -582,6 +584,29 @@ class Rehearsal:
             head == b"Salted__",
             f"s3://{s.backup.bucket}/{key} starts with {head!r} (OpenSSL's salted AES-256-CBC)",
             {"object": key, "head": head.decode(errors="replace")},
+        )
+
+    def _check_scraped(self) -> None:
+        s = self.settings()
+        assert s.monitoring.server is not None
+        ip = s.monitoring.server.ip
+        expected = 2 * len(self.database_servers)  # node and postgres exporter on each
+        deadline = time.perf_counter() + s.monitoring.server.scrape_interval_seconds + 30
+        t0 = time.perf_counter()
+        targets: list[dict[str, Any]] = []
+        while time.perf_counter() < deadline:
+            res = self.testbed.ssh(ip, "curl -fsS http://127.0.0.1:9090/api/v1/targets?state=active")
+            if res.returncode == 0:
+                targets = json.loads(res.stdout)["data"]["activeTargets"]
+                if len(targets) >= expected and all(t["health"] == "up" for t in targets):
+                    break
+            time.sleep(1)
+        up = sorted(f"{t['labels'].get('job')}@{t['labels'].get('server')}" for t in targets if t["health"] == "up")
+        self.check(
+            "every exporter scraped by the monitoring server",
+            len(up) >= expected and len(up) == len(targets),
+            f"{len(up)} of {len(targets)} targets up (expected {expected}), after {time.perf_counter() - t0:.1f} s",
+            {"up": up, "targets": len(targets)},
         )
 
     def _check_heartbeats(self) -> None:

@@ -348,9 +348,40 @@ def promote(reh) -> dict[str, Any]:
     return {"old": old, "new": new}
 
 
+DRILL_REPORT = "/var/lib/pgstack/drill-report.json"
+
+
+def drill(reh) -> dict[str, Any]:
+    """The restore drill, run now instead of at its timer (README, Restore drills): the newest
+    backup restored next to the live cluster on the drill server, checked and thrown away.
+    Reports what a team plans its worst night with: restore, recovery, ready and the RPO.
+    """
+    s = reh.settings()
+    cluster = s.clusters[s.active]
+    role = "replica-1" if s.drill.server == "replica" and cluster.replica_ips else "primary"
+    server = s.name(s.active, role)
+    t0 = time.perf_counter()
+    res = reh.testbed.ssh(reh.ip(server), "systemctl start pgstack-drill.service", timeout=1800)
+    seconds = time.perf_counter() - t0
+    raw = reh.testbed.ssh(reh.ip(server), f"cat {DRILL_REPORT}").stdout
+    report: dict[str, Any] = json.loads(raw) if raw.strip() else {}
+    figures = {k: report.get(k) for k in ("restore_seconds", "recovery_seconds", "ready_seconds", "rpo_seconds")}
+    reh.check(
+        f"{server}: the drill restored the newest backup, checked it and threw it away",
+        res.returncode == 0 and report.get("ok") is True,
+        f"in {seconds:.1f} s: restore {figures['restore_seconds']} s, recovery {figures['recovery_seconds']} s, "
+        f"ready {figures['ready_seconds']} s, RPO {figures['rpo_seconds']} s"
+        + ("" if report.get("ok") else f"; failure: {report.get('failure')} {res.stderr[-300:]}"),
+        {**figures, "seconds": round(seconds, 2)},
+    )
+    return {"server": server, "returncode": res.returncode, "stdout": res.stdout, "stderr": res.stderr,
+            "report": report}  # fmt: skip
+
+
 SCENARIOS = {
     "pitr": (pitr, "rows marked at T0 < T1 < T2, a new generation restored to T1, checked, then the cutover"),
     "import": (import_database, "a Heroku-like source imported by URL and from a dump in the bucket, verified"),
     "promote": (promote, "a primary killed under writes, its replica promoted by the runbook, the data lost measured"),
+    "drill": (drill, "the restore drill now: the newest backup restored beside the live cluster, checked, RPO"),
     "rotate": (rotate, "the reporting role's password rotated by config: the old one refused, the new one output"),
 }

@@ -60,6 +60,7 @@ def test_rehearse_twice_reports_ok_and_leaves_nothing(tmp_path):
         "a marker row's WAL reaches the bucket within archive_timeout",
         "the backup is encrypted",
         "heartbeats received",
+        "every exporter scraped by the monitoring server",
     ):
         assert line in values, sorted(values)
     assert values["first full backup listed"]["repository_bytes"] > 0, values["first full backup listed"]

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from sandbox import scenarios
 from sandbox.rehearse import Rehearsal
 from sandbox.testbed import Testbed
 from tests.conftest import REPO, require_root_or_fail
@@ -229,13 +230,17 @@ def test_a_drill_on_the_replica_succeeds_without_disturbing_the_live_replica_or_
     t0 = time.monotonic()
     sampler.start()
     try:
-        res = drill(reh)
+        # The `drill` scenario, as a user practises it (--scenario drill).
+        ran = scenarios.drill(reh)
     finally:
         stop.set()
         sampler.join(10)
     FIGURES["drill, systemctl start to its end (s)"] = time.monotonic() - t0
-    assert res.returncode == 0, f"the drill failed:\n{res.stdout}\n{res.stderr}\n{report(reh)}"
+    assert ran["server"] == REPLICA, ran["server"]
+    assert ran["returncode"] == 0, f"the drill failed:\n{ran['stdout']}\n{ran['stderr']}\n{ran['report']}"
+    assert reh.checks[-1].ok, reh.checks[-1]
     got = report(reh)
+    assert got == ran["report"]
     assert got["ok"] is True and got["failure"] is None, got
     for field in ("restore_seconds", "recovery_seconds", "ready_seconds", "rpo_seconds"):
         assert isinstance(got[field], (int, float)) and got[field] >= 0, (field, got)
