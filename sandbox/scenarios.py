@@ -378,10 +378,99 @@ def drill(reh) -> dict[str, Any]:
             "report": report}  # fmt: skip
 
 
+def _wait(condition: Any, timeout: float) -> Any:
+    deadline = time.perf_counter() + timeout
+    while True:
+        value = condition()
+        if value or time.perf_counter() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+def _alert_at_webhook(reh, since: int, status: str, **labels: str) -> dict[str, Any] | None:
+    """The first BackupFailed alert Alertmanager posted to the rehearsal's webhook since `since`."""
+    for hook in reh.testbed.healthchecks_get("/sandbox/webhooks")["webhooks"][since:]:
+        for alert in hook["body"].get("alerts", []):
+            got = alert["labels"]
+            if got.get("alertname") == "BackupFailed" and alert["status"] == status:
+                if all(got.get(k) == v for k, v in labels.items()):
+                    return dict(alert)
+    return None
+
+
+def alert(reh) -> dict[str, Any]:
+    """A backup broken on purpose (its pgBackRest config unreadable), then repaired (README, Alert
+    runbooks, BackupFailed): the fail ping reaches the heartbeat service and, with a monitoring
+    server, BackupFailed reaches the webhook, then resolves after the next good backup. Reports
+    the time to each.
+    """
+    s = reh.settings()
+    primary = s.name(s.active, "primary")
+    ip = reh.ip(primary)
+    conf = "/etc/pgbackrest/pgbackrest.conf"
+    slug = f"{primary}-backup-diff"
+    server = s.monitoring.server
+    get = reh.testbed.healthchecks_get
+    pings_before = len(get("/sandbox/pings")["pings"]) if reh.healthchecks is not None else 0
+    hooks_before = len(get("/sandbox/webhooks")["webhooks"]) if server is not None else 0
+    # The rule fires at its first evaluation after the scrape that reads the failure.
+    bound = 3 * server.scrape_interval_seconds + server.group_wait_seconds + 20 if server is not None else 0
+    t0 = time.perf_counter()
+    figures: dict[str, Any] = {}
+    try:
+        res = reh.testbed.ssh(ip, f"chmod 000 {conf}; systemctl start pgstack-backup@diff.service")
+        figures["backup_failed"] = res.returncode != 0
+        if reh.healthchecks is not None:
+            ping = _wait(
+                lambda: [
+                    p
+                    for p in get("/sandbox/pings")["pings"][pings_before:]
+                    if p["slug"] == slug and p["kind"] == "fail"
+                ],
+                30,
+            )
+            figures["fail_ping"] = ping[-1] if ping else None
+            figures["fail_ping_seconds"] = round(time.perf_counter() - t0, 2) if ping else None
+            states = {c["slug"]: c["status"] for c in get("/api/v3/checks/")["checks"]}
+            figures["check_status_after_fail"] = states.get(slug)
+            reh.check(
+                f"alert: the broken backup's fail ping reached the heartbeat service ({slug})",
+                figures["backup_failed"] and bool(ping),
+                f"after {figures['fail_ping_seconds']} s, exit status {ping[-1].get('exit_status') if ping else None}",
+                {"seconds": figures["fail_ping_seconds"]},
+            )
+        if server is not None:
+            fired = _wait(lambda: _alert_at_webhook(reh, hooks_before, "firing", type="diff"), bound)
+            figures["fired"] = fired
+            figures["fired_seconds"] = round(time.perf_counter() - t0, 2) if fired else None
+            reh.check(
+                "alert: BackupFailed fired and reached the webhook",
+                bool(fired),
+                f"after {figures['fired_seconds']} s (bound {bound} s)",
+                {"seconds": figures["fired_seconds"]},
+            )
+    finally:
+        reh.testbed.ssh(ip, f"chmod 640 {conf}; systemctl reset-failed pgstack-backup@diff.service")
+    if server is not None and figures.get("fired"):
+        t1 = time.perf_counter()
+        hooks_now = len(get("/sandbox/webhooks")["webhooks"])
+        ok = reh.testbed.ssh(ip, "systemctl start pgstack-backup@diff.service").returncode == 0
+        resolved = _wait(lambda: _alert_at_webhook(reh, hooks_now, "resolved", type="diff"), bound)
+        figures["resolved_seconds"] = round(time.perf_counter() - t1, 2) if resolved else None
+        reh.check(
+            "alert: BackupFailed resolved after the next good backup",
+            ok and bool(resolved),
+            f"after {figures['resolved_seconds']} s",
+            {"seconds": figures["resolved_seconds"]},
+        )
+    return figures
+
+
 SCENARIOS = {
     "pitr": (pitr, "rows marked at T0 < T1 < T2, a new generation restored to T1, checked, then the cutover"),
     "import": (import_database, "a Heroku-like source imported by URL and from a dump in the bucket, verified"),
     "promote": (promote, "a primary killed under writes, its replica promoted by the runbook, the data lost measured"),
+    "alert": (alert, "a backup broken on purpose: the fail ping, BackupFailed at the webhook, then resolved"),
     "drill": (drill, "the restore drill now: the newest backup restored beside the live cluster, checked, RPO"),
     "rotate": (rotate, "the reporting role's password rotated by config: the old one refused, the new one output"),
 }

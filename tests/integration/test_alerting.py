@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sandbox import scenarios
 from sandbox.rehearse import Rehearsal
 from sandbox.testbed import Testbed
 from tests.conftest import require_root_or_fail
@@ -290,25 +291,23 @@ def test_a_full_backup_sends_start_and_success_with_its_duration(reh):
 
 
 def test_a_failed_backup_sends_fail_with_its_exit_status_and_log_tail(reh):
-    conf = "/etc/pgbackrest/pgbackrest.conf"
-    since = ping_count(reh)
-    try:
-        res = sh(reh, PRIMARY, f"chmod 000 {conf}; systemctl start pgstack-backup@diff.service", check=False)
-        assert res.returncode != 0, "the backup succeeded without its configuration"
-        got = wait_for(
-            "backup-diff fail",
-            lambda: [p for p in pings(reh, f"{PRIMARY}-backup-diff", since) if p["kind"] == "fail"],
-            20,
-        )
-    finally:
-        sh(reh, PRIMARY, f"chmod 640 {conf}; systemctl reset-failed pgstack-backup@diff.service")
-    fail = got[-1]
+    # The `alert` scenario, as a user practises it (--scenario alert): broken, pinged, alerted, resolved.
+    before = len(reh.checks)
+    figures = scenarios.alert(reh)
+    ran = reh.checks[before:]
+    assert len(ran) == 3 and all(c.ok for c in ran), [(c.name, c.ok, c.detail) for c in ran]
+    assert figures["backup_failed"], "the backup succeeded without its configuration"
+    TIME_TO_ALERT["backup failed, the fail ping (heartbeats)"] = figures["fail_ping_seconds"]
+    TIME_TO_ALERT["backup failed, BackupFailed at the webhook"] = figures["fired_seconds"]
+    fail = figures["fail_ping"]
     assert fail["exit_status"] and fail["exit_status"] > 0, fail
     body = fail["body"]
     assert "FAILED" in body and f"exit status {fail['exit_status']}" in body and "Last log lines" in body, body
     assert "ERROR" in body, f"no log tail in the body: {body}"
     assert_no_secret(body, "the fail body", reh)
-    assert checks(reh)[f"{PRIMARY}-backup-diff"]["status"] == "down"
+    assert figures["check_status_after_fail"] == "down", figures
+    # The next good backup (the scenario's repair) brought the check back up.
+    assert checks(reh)[f"{PRIMARY}-backup-diff"]["status"] == "up"
 
 
 def test_with_the_receiver_unreachable_a_backup_still_succeeds(reh):
