@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -466,7 +467,170 @@ def alert(reh) -> dict[str, Any]:
     return figures
 
 
+SEGMENT = 16 * 1024 * 1024
+
+
+class ScenarioStopped(RuntimeError):
+    """A runbook step that could not be done: the scenario cannot go on (its check says why)."""
+
+
+def _require(reh, name: str, ok: bool, detail: str) -> None:
+    if not ok:
+        reh.check(name, False, detail)
+        raise ScenarioStopped(f"{name}: {detail}")
+
+
+def outage(reh) -> dict[str, Any]:
+    """The object store down past the archive queue's bound (README, Backups: an outage), then back.
+
+    A dead store must not fill the disk: writes go on, pgBackRest drops WAL past
+    backup.archivePushQueueMax (64MiB here), the watch reports the gap, and a full backup closes
+    it; a point-in-time restore after that backup works. pgBackRest enforces the bound each time
+    an async push starts, and an attempt against a dead store runs about 8 x the archive-push
+    io-timeout first: the queue may overshoot by what is written meanwhile (a burst), but it never
+    accumulates across bursts.
+    """
+    s = reh.settings()
+    db = s.database.name
+    primary = s.name(s.active, "primary")
+    stanza = s.stanza(s.active)
+    original = dict(reh.raw)
+    queue_max = 64 * 1024 * 1024
+
+    def sh(script: str) -> str:
+        res = reh.testbed.ssh(reh.ip(primary), script)
+        if res.returncode != 0:
+            raise RuntimeError(f"{primary}: {script}: {res.stderr[-500:]}")
+        return res.stdout
+
+    def fulls() -> list[str]:
+        info = json.loads(sh(f"runuser -u postgres -- pgbackrest --stanza={stanza} --output=json info"))
+        return [b["label"] for b in info[0].get("backup", []) if b["type"] == "full"]
+
+    def queue_bytes() -> int:
+        ready = sh(f"ls {PG.data_dir}/pg_wal/archive_status")
+        return SEGMENT * sum(1 for f in ready.split() if f.endswith(".ready") and len(f) == 24 + len(".ready"))
+
+    def dropped() -> int:
+        log = f"/var/log/pgbackrest/{stanza}-archive-push-async.log"
+        return int(sh(f"grep -c 'dropped WAL file' {log} || true").strip() or 0)
+
+    reh.raw = _edit(reh.raw, "pgstack:backup", lambda b: {**b, "archivePushQueueMax": "64MiB"})
+    reh.run_program("archive queue 64MiB")
+    _require(
+        reh, "outage: the queue bound is configured", "archive-push-queue-max=64MiB" in sh(
+            "cat /etc/pgbackrest/pgbackrest.conf"), "archive-push-queue-max=64MiB not in pgbackrest.conf",
+    )  # fmt: skip
+    fulls_before = fulls()
+    reh.sql(primary, "create table pgstack_outage (id int, pad text)", db)
+    lsn = reh.sql(primary, "select pg_current_wal_lsn()")
+    insert = "insert into pgstack_outage select g, repeat('y', 500) from generate_series(1, 100000) g"
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample_queue() -> None:
+        while not stop.is_set():
+            samples.append(queue_bytes())
+            time.sleep(0.5)
+
+    outage_since = int(sh("date +%s"))
+    t_outage = time.perf_counter()
+    reh.testbed.s3_outage(True)
+    sampler = threading.Thread(target=sample_queue, daemon=True)
+    sampler.start()
+    bursts: list[int] = []
+    figures: dict[str, Any] = {}
+    try:
+        for burst in (1, 2):
+            drops = dropped()
+            for _ in range(3):
+                reh.sql(primary, insert, db)
+            after = reh.sql(primary, "select pg_current_wal_lsn()")
+            bursts.append(int(reh.sql(primary, f"select '{after}'::pg_lsn - '{lsn}'::pg_lsn")))
+            lsn = after
+            written_at = time.time()
+            while True:
+                queue = queue_bytes()
+                if dropped() > drops and queue <= queue_max + SEGMENT:
+                    figures[f"burst {burst}: written to WAL dropped (s)"] = round(time.time() - written_at, 1)
+                    break
+                _require(reh, "outage: past the bound, WAL is dropped", time.time() < written_at + 300,
+                         f"burst {burst}: queue at {queue >> 20} MiB, nothing dropped in 300 s")  # fmt: skip
+                time.sleep(2)
+        rows = reh.sql(primary, "select count(*) from pgstack_outage", db)
+        reh.check("outage: writes go on while the store is down", rows == "600000", f"{rows} rows written")
+    finally:
+        stop.set()
+        sampler.join()
+        reh.testbed.s3_outage(False)
+    figures["outage_seconds"] = round(time.perf_counter() - t_outage, 1)
+    written, peak = sum(bursts), max(samples)
+    figures.update({"queue_peak_mib": round(peak / 2**20, 1), "wal_written_mib": round(written / 2**20, 1)})
+    bound = queue_max + max(bursts) + 2 * SEGMENT
+    reh.check(
+        "outage: the archive queue stays within its bound (backup.archivePushQueueMax)",
+        written > 4 * queue_max and peak <= bound,
+        f"peak {peak >> 20} MiB with {written >> 20} MiB written (bound {bound >> 20} MiB, queue max "
+        f"{queue_max >> 20} MiB)",
+        dict(figures),
+    )
+
+    # The store is back: the watch timer (or an operator) notices the gap and takes a full backup.
+    t_back = time.perf_counter()
+    deadline = time.time() + 420
+    while len(fulls()) <= len(fulls_before):
+        _require(reh, "outage: a new full backup closes the gap", time.time() < deadline,
+                 "no new full backup within 7 min of the store coming back")  # fmt: skip
+        sh("systemctl start --no-block pgstack-archive-watch.service")
+        time.sleep(5)
+    figures["new_full_backup_seconds"] = round(time.perf_counter() - t_back, 1)
+    journal = sh(f"journalctl -u pgstack-archive-watch --no-pager --since @{outage_since}")
+    reh.check(
+        "outage: the WAL gap is reported and a new full backup closes it",
+        "WAL GAP" in journal,
+        f"the watch reported the gap; a new full backup {figures['new_full_backup_seconds']} s after the store "
+        "came back",
+        {"new_full_backup_seconds": figures["new_full_backup_seconds"]},
+    )
+    reh.sql(primary, "drop table pgstack_outage", db)
+
+    # From the new full backup on, point-in-time recovery works again.
+    reh.sql(primary, "create table pgstack_after_gap (id int)", db)
+    reh.sql(primary, "insert into pgstack_after_gap values (1)", db)
+    time.sleep(1.2)
+    target = reh.sql(primary, "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS+00:00')")
+    reh.sql(primary, "insert into pgstack_after_gap values (2)", db)
+    # Recovery stops at the first commit past the target: that commit's WAL must be archived.
+    walfile = reh.sql(primary, "select pg_walfile_name(pg_switch_wal())")
+    deadline = time.time() + 60
+    while reh.sql(primary, "select coalesce(last_archived_wal, '') from pg_stat_archiver") < walfile:
+        _require(reh, "outage: WAL is archived again", time.time() < deadline,
+                 f"{walfile} not archived within 60 s of the store coming back")  # fmt: skip
+        time.sleep(1)
+    gen = next_generation(reh)
+    ip = free_ip(reh)
+    restore = {"primaryIp": ip, "restore": {"from": s.active, "targetTime": target}}
+    reh.raw = _edit(reh.raw, "pgstack:clusters", lambda c: {**c, gen: restore})
+    try:
+        t0 = time.perf_counter()
+        reh.run_program(f"restore {gen} after the gap")
+        figures["restore_up_seconds"] = round(time.perf_counter() - t0, 1)
+        restored = reh.result.settings.name(gen, "primary")
+        got = reh.sql(restored, "select string_agg(id::text, ',') from pgstack_after_gap", db)
+        reh.check(
+            "outage: a point-in-time restore after the new full backup",
+            got == "1",
+            f"{gen} holds {got!r} (the row before the target only), its up took {figures['restore_up_seconds']} s",
+            {"restore_up_seconds": figures["restore_up_seconds"]},
+        )
+    finally:
+        reh.raw = original
+    reh.run_program("archive queue back to the stack's")
+    return figures
+
+
 SCENARIOS = {
+    "outage": (outage, "the object store down past the archive queue: WAL dropped, the gap reported and closed"),
     "pitr": (pitr, "rows marked at T0 < T1 < T2, a new generation restored to T1, checked, then the cutover"),
     "import": (import_database, "a Heroku-like source imported by URL and from a dump in the bucket, verified"),
     "promote": (promote, "a primary killed under writes, its replica promoted by the runbook, the data lost measured"),
