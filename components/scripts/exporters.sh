@@ -98,6 +98,12 @@ pg_up() {
     | curl -sS --max-time 5 --cacert "${PG_CLUSTER_DIR}/pgstack-ca.crt" -K - "https://${PRIVATE_IP}:9187/metrics" 2>/dev/null) || return 1
   grep -qx 'pg_up 1' <<<"$metrics"
 }
-for ((i = 0; i < 30; i++)); do pg_up && break; sleep 1; done
-pg_up || die "postgres_exporter does not reach PostgreSQL as ${MONITORING_ROLE} (pg_up is not 1): journalctl -u prometheus-postgres-exporter"
+# One scrape with pg_up 1 within 30 s proves the login (a second probe after it once failed a
+# first deploy on one scrape during the background full backup).
+up=0
+for ((i = 0; i < 30; i++)); do
+  if pg_up; then up=1; break; fi
+  sleep 1
+done
+((up)) || die "postgres_exporter does not reach PostgreSQL as ${MONITORING_ROLE} (pg_up is not 1 for 30 s): $(journalctl -u prometheus-postgres-exporter --no-pager -n 5 -o cat 2>/dev/null | tr '\n' ' ')"
 log "exporters on ${PRIVATE_IP}: node :9100, postgres :9187 (TLS, basic auth); pg_up 1"
