@@ -310,14 +310,21 @@ class Rehearsal:
         if "pgstack:backup" not in self.raw:
             return
         t0 = time.perf_counter()
+        # A unit that never ran reports Result=success too (a replica's, an old primary's).
         wait = (
             "for _ in $(seq 3000); do "
-            "[[ $(systemctl show -p ActiveState --value pgstack-backup@full.service) == activating ]] || exit 0; "
-            "sleep 0.2; done; exit 1"
+            "[[ $(systemctl show -p ActiveState --value pgstack-backup@full.service) == activating ]] || break; "
+            "sleep 0.2; done; "
+            "systemctl show -p ActiveState -p Result --value pgstack-backup@full.service | paste -sd' '"
         )
         for name, ip in sorted(mocks.database_servers.items()):
-            if self.testbed.ssh(ip, wait, timeout=700).returncode != 0:
+            res = self.testbed.ssh(ip, wait, timeout=700)
+            state = res.stdout.strip()
+            if res.returncode != 0 or state.startswith("activating"):
                 raise RuntimeError(f"{name}: the full backup started by `up` ({label}) ran for over 10 minutes")
+            if not state.endswith("success"):
+                journal = self.testbed.ssh(ip, "journalctl -u pgstack-backup@full --no-pager -n 15 -o cat").stdout
+                raise RuntimeError(f"{name}: the full backup started by `up` ({label}) failed ({state}):\n{journal}")
         self.timings[f"first-backups:{label}"] = time.perf_counter() - t0
 
     @staticmethod

@@ -387,10 +387,14 @@ class ReplicaPair(pulumi.ComponentResource):
         ld = self._logical_dumps
         if ld is None:
             return
+        backups = self._backups
+        assert backups is not None  # checked in __init__: dumps go to the bucket through pgBackRest
         params: dict[str, str | int] = {
             **self._pg,
             "DATABASE": ld.database,
-            "PREFIX": ld.prefix,
+            # One folder per generation: a dry run's or an old generation's dumps never count
+            # against (or crowd out) the active one's retention, nor share its names.
+            "PREFIX": f"{ld.prefix.rstrip('/')}/{backups.stanza}",
             "KEEP": ld.keep,
             "RECIPIENTS": " ".join(ld.recipients),
             "LOGICAL_SCHEDULE": ld.schedule,

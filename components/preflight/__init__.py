@@ -99,7 +99,8 @@ def _hetzner_skipped(restores: list[str], adopted: bool, why: str) -> list[str]:
     if restores:
         notes.append(
             f"pgstack: backup window of {', '.join(f'clusters.{g}.restore' for g in restores)} not checked "
-            f"({why}); the restore step on the server checks it"
+            f"({why}); the restore step on the server checks it. Nor whether their sources may be retired "
+            "(a restored generation's own full backup): keep a source's deleteProtection until it is listed"
         )
     return notes
 

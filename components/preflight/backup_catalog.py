@@ -347,9 +347,9 @@ def check_retirements(settings: Settings, catalog: BackupCatalog) -> None:
         if restore is None or settings.clusters[restore.source].delete_protection:
             continue
         stanza = settings.stanza(gen)
-        # Without its stanza the restored generation is being built by this very run, which ends
-        # with its first full backup.
-        if catalog.stanza_exists(stanza) and catalog.earliest_restorable(stanza) is None:
+        # Also while the restored generation is still to be built (no stanza yet): its first full
+        # backup runs in the background after the `up`, so this run cannot provide it.
+        if catalog.earliest_restorable(stanza) is None:
             raise ConfigError(
                 f"clusters.{restore.source}.deleteProtection",
                 f"{restore.source} may not be retired yet: {gen}, restored from it, has no full backup of its own in "

@@ -19,7 +19,9 @@ state=/var/lib/pgstack
 marker="${PG_DATA}/pgstack-imported"
 report="${state}/import-report.txt"
 key="clusters.${GENERATION}.import"
-install -d -m 700 "$state"
+# The state directory's mode is the other steps' (node_exporter reads its metrics/): the report
+# itself is root-only (600), the working copy of the dump postgres-only (700).
+install -d -m 755 -o postgres -g postgres "$state"
 
 newest_full_stop() {
   as_postgres pgbackrest --stanza="$STANZA" --output=json info |
@@ -54,9 +56,13 @@ user_tables="select count(*) from pg_class c join pg_namespace n on n.oid = c.re
   where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')
     and n.nspname !~ '^pg_toast'
     and not exists (select from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')"
+# And what a restore stopped before its first table would have left: schemas and extensions.
+leftovers="select (select count(*) from pg_namespace where nspname not in ('public', 'information_schema')
+    and nspname !~ '^pg_') + (select count(*) from pg_extension where extname <> 'plpgsql')"
 held=$(pg_sql -d "$DATABASE" -c "$user_tables")
-if ((held > 0)); then
-  die "database ${DATABASE} already holds ${held} tables; an import only fills an empty database, it never merges. If they are from an earlier attempt of this import that failed (${report}), build the generation anew: set clusters.${GENERATION}.deleteProtection false, run up, remove ${GENERATION} from clusters, run up, then add it again"
+left=$(pg_sql -d "$DATABASE" -c "$leftovers")
+if ((held > 0 || left > 0)); then
+  die "database ${DATABASE} already holds ${held} tables and ${left} schemas or extensions; an import only fills an empty database, it never merges. If they are from an earlier attempt of this import that failed (${report}), build the generation anew: set clusters.${GENERATION}.deleteProtection false, run up, remove ${GENERATION} from clusters, run up, then add it again"
 fi
 
 work="${state}/import"

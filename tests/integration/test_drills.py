@@ -524,7 +524,7 @@ def test_logical_dumps_under_write_load_encrypt_leave_out_the_excluded_data_rest
 
     # Retention: the newest KEEP of the three.
     objects = dump_objects(reh)
-    assert objects == [f"logical/{g['file']}" for g in reports[-KEEP:]], objects
+    assert objects == [f"logical/{stanza(reh)}/{g['file']}" for g in reports[-KEEP:]], objects
     assert reports[-1]["kept"] == KEEP and reports[-1]["removed"] == 1, reports[-1]
 
     # The primary's timer, with the replica streaming: it leaves the dump to the replica.
@@ -568,7 +568,10 @@ def test_logical_dumps_under_write_load_encrypt_leave_out_the_excluded_data_rest
     put_file(reh, PRIMARY, "/tmp/restore-dump.sh", (REPO / "runbooks" / "restore-dump.sh").read_bytes(), "755")
     put_file(reh, PRIMARY, "/tmp/dump.key", (KEYS / "dump.key").read_bytes())
     name = newest.rsplit("/", 1)[-1]
-    restore = f"runuser -u postgres -- /tmp/restore-dump.sh -k /tmp/dump.key -d it_dump_restore repo:{name}"
+    restore = (
+        f"PREFIX=/logical/{stanza(reh)} runuser -u postgres -- /tmp/restore-dump.sh -k /tmp/dump.key "
+        f"-d it_dump_restore repo:{name}"
+    )
     t0 = time.monotonic()
     res = sh(reh, PRIMARY, restore, check=False, timeout=600)
     FIGURES["restore-dump.sh into a new database (s)"] = time.monotonic() - t0
@@ -609,7 +612,7 @@ def test_without_its_replica_streaming_the_primary_takes_the_logical_dump_and_a_
         sh(reh, REPLICA, "systemctl start postgresql@15-main")
     wait_for("the replica streaming again", lambda: reh.sql(PRIMARY, streaming) == "1", 60)
     # Retention again: the newest two, the primary's the newest.
-    assert dump_objects(reh) == [*before[1:], f"logical/{got['file']}"], (before, dump_objects(reh))
+    assert dump_objects(reh) == [*before[1:], f"logical/{stanza(reh)}/{got['file']}"], (before, dump_objects(reh))
     assert got["file"].startswith(f"{db}-")
 
 

@@ -206,7 +206,7 @@ def test_an_untrusted_extension_stops_the_import_until_listed_then_a_late_row_fa
     source.psql(f"set role {src.OWNER}; insert into billing.invoices values (5000, 1, '2026-12-01')")
     block = {"source": "bucket", "dumpKey": "imports/with-fdw.dump"}
     clusters = json.loads(reh.raw["pgstack:clusters"])
-    clusters["g5"] = {"primaryIp": "10.0.1.50", "deleteProtection": False, "import": block}
+    clusters["g5"] = {"primaryIp": "10.0.1.50", "import": block}
     reh.raw = {**reh.raw, "pgstack:clusters": json.dumps(clusters)}
     with pytest.raises(CommandFailed) as info:
         reh.run_program("import g5: the dump needs an untrusted extension")

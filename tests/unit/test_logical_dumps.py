@@ -154,7 +154,7 @@ def test_every_server_gets_the_step_after_pgbackrest_with_the_params(dumps):
         assert {n: script_param(text, n) for n in names} == {
             "PG_VERSION": "15",
             "DATABASE": "hcb_production",
-            "PREFIX": "/logical",
+            "PREFIX": "/logical/hcb_production-g1",  # one folder per generation
             "KEEP": "7",
             "RECIPIENTS": KEY,
             "LOGICAL_SCHEDULE": "*-*-* 03:30:00",
@@ -193,7 +193,7 @@ def test_settings_reach_the_step():
     block = {"schedule": "Mon..Fri *-*-* 01:00:00", "prefix": "/dumps/prod", "keep": 30, "recipients": [KEY, KEY2]}
     text, _ = dump_step(run_stack("prod", edit=with_block(block)), "prod-g1-replica-1")
     assert script_param(text, "LOGICAL_SCHEDULE") == "Mon..Fri *-*-* 01:00:00"
-    assert (script_param(text, "PREFIX"), script_param(text, "KEEP")) == ("/dumps/prod", "30")
+    assert (script_param(text, "PREFIX"), script_param(text, "KEEP")) == ("/dumps/prod/hcb_production-g1", "30")
     assert script_param(text, "RECIPIENTS") == f"{KEY} {KEY2}"
 
 

@@ -430,6 +430,7 @@ def test_a_protected_source_is_not_asked_about(g1_backed_up):
     assert ("earliest", G2) not in spy.asked, spy.asked
 
 
-def test_building_a_generation_from_an_unprotected_source_is_accepted(g1_backed_up):
-    """No stanza of g2 yet: this run builds it, and its restore step ends with its first full backup."""
-    accepted(retiring_g1, g1_backed_up.catalog())
+def test_building_a_generation_from_an_unprotected_source_is_refused(g1_backed_up):
+    """No stanza of g2 yet: this run builds it, and its first full backup runs after the `up`."""
+    exc = refused(retiring_g1, g1_backed_up.catalog())
+    assert exc.key == "pgstack:clusters.g1.deleteProtection", exc
