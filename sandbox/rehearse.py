@@ -315,7 +315,9 @@ class Rehearsal:
             "for _ in $(seq 3000); do "
             "[[ $(systemctl show -p ActiveState --value pgstack-backup@full.service) == activating ]] || break; "
             "sleep 0.2; done; "
-            "systemctl show -p ActiveState -p Result --value pgstack-backup@full.service | paste -sd' '"
+            # One property per call: with several, systemctl prints them in its own order.
+            "echo $(systemctl show -p ActiveState --value pgstack-backup@full.service) "
+            "$(systemctl show -p Result --value pgstack-backup@full.service)"
         )
         for name, ip in sorted(mocks.database_servers.items()):
             res = self.testbed.ssh(ip, wait, timeout=700)
