@@ -384,14 +384,18 @@ def _wait(condition: Any, timeout: float) -> Any:
         time.sleep(0.5)
 
 
-def _alert_at_webhook(reh, since: int, status: str, **labels: str) -> dict[str, Any] | None:
-    """The first BackupFailed alert Alertmanager posted to the rehearsal's webhook since `since`."""
+def notified(reh, since: int, alertname: str, status: str, **labels: str) -> dict[str, Any] | None:
+    """The first alert Alertmanager posted to the rehearsal's webhook since `since` with this name,
+    status and labels."""
     for hook in reh.testbed.healthchecks_get("/sandbox/webhooks")["webhooks"][since:]:
         for alert in hook["body"].get("alerts", []):
             got = alert["labels"]
-            if got.get("alertname") == "BackupFailed" and alert["status"] == status:
-                if all(got.get(k) == v for k, v in labels.items()):
-                    return dict(alert)
+            if (
+                got.get("alertname") == alertname
+                and alert["status"] == status
+                and all(got.get(k) == v for k, v in labels.items())
+            ):
+                return dict(alert)
     return None
 
 
@@ -437,7 +441,7 @@ def alert(reh) -> dict[str, Any]:
                 {"seconds": figures["fail_ping_seconds"]},
             )
         if server is not None:
-            fired = _wait(lambda: _alert_at_webhook(reh, hooks_before, "firing", type="diff"), bound)
+            fired = _wait(lambda: notified(reh, hooks_before, "BackupFailed", "firing", type="diff"), bound)
             figures["fired"] = fired
             figures["fired_seconds"] = round(time.perf_counter() - t0, 2) if fired else None
             reh.check(
@@ -452,7 +456,7 @@ def alert(reh) -> dict[str, Any]:
         t1 = time.perf_counter()
         hooks_now = len(get("/sandbox/webhooks")["webhooks"])
         ok = reh.testbed.ssh(ip, "systemctl start pgstack-backup@diff.service").returncode == 0
-        resolved = _wait(lambda: _alert_at_webhook(reh, hooks_now, "resolved", type="diff"), bound)
+        resolved = _wait(lambda: notified(reh, hooks_now, "BackupFailed", "resolved", type="diff"), bound)
         figures["resolved_seconds"] = round(time.perf_counter() - t1, 2) if resolved else None
         reh.check(
             "alert: BackupFailed resolved after the next good backup",

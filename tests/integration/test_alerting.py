@@ -19,6 +19,7 @@ import pytest
 
 from sandbox import scenarios
 from sandbox.rehearse import Rehearsal
+from sandbox.scenarios import notified
 from sandbox.testbed import Testbed
 from tests.conftest import require_root_or_fail
 
@@ -127,20 +128,6 @@ def prom_query(reh, expr: str) -> list[dict[str, Any]]:
 
 def webhook_count(reh) -> int:
     return len(reh.testbed.healthchecks_get("/sandbox/webhooks")["webhooks"])
-
-
-def notified(reh, since: int, alertname: str, status: str, **labels: str) -> dict[str, Any] | None:
-    """The first alert Alertmanager posted to the webhook since `since` with this name, status and labels."""
-    for hook in reh.testbed.healthchecks_get("/sandbox/webhooks")["webhooks"][since:]:
-        for alert in hook["body"].get("alerts", []):
-            got = alert["labels"]
-            if (
-                got.get("alertname") == alertname
-                and alert["status"] == status
-                and all(got.get(k) == v for k, v in labels.items())
-            ):
-                return alert
-    return None
 
 
 def time_to_alert(case: str, t0: float, what: str, condition: Callable[[], Any], timeout: float) -> Any:
